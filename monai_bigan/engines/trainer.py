@@ -1,0 +1,282 @@
+# Copyright (c) monai_bigan contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+Adversarial trainer for BiGAN / EGBAD (Donahue et al., arXiv:1605.09782; Zenati et al., arXiv:1802.06222).
+
+MONAI's ``GanTrainer`` has no encoder and its discriminator sees images only, so it cannot express the joint
+discriminator D(x, z). ``BiGANTrainer`` follows ``AdversarialTrainer``'s layout instead: one discriminator step and
+one joint encoder + generator step per batch, AMP with one gradient scaler per step, and an exponential moving average
+of all three networks that validation and inference score with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
+
+import torch
+from monai.engines.trainer import Trainer
+from monai.engines.utils import default_metric_cmp_fn, default_prepare_batch
+from monai.utils import IgniteInfo, min_version, optional_import
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader
+
+from monai_bigan.losses import BiGANLoss
+from monai_bigan.networks import BiGAN
+from monai_bigan.utils.ema import ema_decay_at, update_ema
+from monai_bigan.utils.enums import BiGANIterationEvents, BiGANKeys
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine, EventEnum
+    from ignite.metrics import Metric
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+    Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
+    EventEnum, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EventEnum")
+
+__all__ = ["BiGANTrainer"]
+
+
+class BiGANTrainer(Trainer):
+    """
+    BiGAN training workflow, inherits from MONAI's ``Trainer`` (an Ignite ``Engine``).
+
+    For each batch x of size m (the real batch size, so a short last batch is handled):
+
+        1. z ~ N(0, I) of shape (m, latent_size); compute E(x) and G(z).
+        2. Discriminator step: minimise ``loss_function(D(x, E(x)), D(G(z), z), for_discriminator=True)`` with E(x)
+           and G(z) detached.
+        3. Encoder + generator step: minimise ``loss_function(D(x, E(x)), D(G(z), z), for_discriminator=False)``
+           through the updated D, whose parameters are frozen for this step.
+        4. Update the EMA copy ``ema_network`` (if given) with ``ema_decay``.
+
+    The standard Ignite events fire, so stock MONAI handlers (``StatsHandler``, ``TensorBoardStatsHandler``,
+    ``CheckpointSaver``, ``ValidationHandler``, ...) work; the finer ``BiGANIterationEvents`` fire between steps.
+    The output dictionary holds the keys of :py:class:`monai_bigan.utils.BiGANKeys`; losses are detached device
+    tensors, so nothing forces a host sync unless a handler asks for a value.
+
+    Args:
+        device: device to train on, e.g. ``"cuda:0"`` or ``"cpu"``.
+        max_epochs: number of epochs.
+        train_data_loader: loader of healthy images; batches are dicts with ``image_key`` or plain tensors.
+        network: the :py:class:`monai_bigan.networks.BiGAN` container (encoder, generator, discriminator).
+        eg_optimizer: optimizer over the encoder and generator parameters (one joint step).
+        d_optimizer: optimizer over the discriminator parameters.
+        loss_function: adversarial loss, called as ``loss_function(real_logits, fake_logits, for_discriminator)``.
+        ema_network: a copy of ``network`` updated as the exponential moving average of its weights; ``None``
+            disables the EMA. It is kept in eval mode and never receives gradients.
+        ema_decay: EMA decay (reference EGBAD/ALAD: 0.999).
+        ema_warmup: use ``min(decay, (1 + n) / (10 + n))`` for the n-th update, so short runs average sensibly.
+        recon_weight: weight of an explicit reconstruction term ``|x - G(E(x))|`` (L1, mean) added to the encoder +
+            generator loss, as f-AnoGAN trains its encoder; 0 gives the plain BiGAN objective. Without it the encoder
+            learns only through the discriminator and reconstructions stay poor for a long time.
+        epoch_length: number of iterations per epoch, default to ``len(train_data_loader)``.
+        non_blocking: whether host-to-device copies may be asynchronous (use with pinned memory).
+        prepare_batch: function returning ``(image, label)`` from a batch, see ``monai.engines.default_prepare_batch``.
+        iteration_update: replaces the default iteration logic if given.
+        postprocessing: transform applied to the output dictionary after each iteration.
+        key_train_metric: Ignite metric computed on the training outputs, used to compare checkpoints.
+        additional_metrics: more Ignite metrics.
+        metric_cmp_fn: function comparing the key metric with the best one so far.
+        train_handlers: handlers to attach, e.g. ``CheckpointSaver``, ``StatsHandler``, ``ValidationHandler``.
+        amp: mixed precision on CUDA (``torch.autocast`` plus one ``GradScaler`` per step); ignored on CPU.
+        amp_kwargs: arguments of ``torch.autocast``, e.g. ``{"dtype": torch.bfloat16}`` (bf16 needs no scaling, so
+            the scalers are disabled for it).
+        event_names: additional custom Ignite events to register.
+        event_to_attr: mapping of those events to ``engine.state`` attributes.
+        decollate: whether to decollate the batch after each iteration (off by default: nothing downstream needs it).
+        to_kwargs: extra arguments of ``Tensor.to`` for ``prepare_batch``.
+        optim_set_to_none: ``zero_grad(set_to_none=...)``, which saves memory.
+
+    Example::
+
+        net = BiGAN(Encoder(2, (1, 64, 64), 64), Generator(2, 64, (1, 64, 64)), JointDiscriminator(2, (1, 64, 64), 64))
+        params = itertools.chain(net.encoder.parameters(), net.generator.parameters())
+        trainer = BiGANTrainer(
+            device="cpu", max_epochs=2, train_data_loader=loader, network=net,
+            eg_optimizer=torch.optim.Adam(params, 2e-4, betas=(0.5, 0.999)),
+            d_optimizer=torch.optim.Adam(net.discriminator.parameters(), 2e-4, betas=(0.5, 0.999)),
+            ema_network=copy.deepcopy(net),
+        )
+        trainer.run()
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable | DataLoader,
+        network: BiGAN,
+        eg_optimizer: Optimizer,
+        d_optimizer: Optimizer,
+        loss_function: Callable[..., torch.Tensor] | None = None,
+        ema_network: BiGAN | None = None,
+        ema_decay: float = 0.999,
+        ema_warmup: bool = True,
+        recon_weight: float = 0.0,
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        prepare_batch: Callable = default_prepare_batch,
+        iteration_update: Callable[[Engine, Any], Any] | None = None,
+        postprocessing: Callable | None = None,
+        key_train_metric: dict[str, Metric] | None = None,
+        additional_metrics: dict[str, Metric] | None = None,
+        metric_cmp_fn: Callable = default_metric_cmp_fn,
+        train_handlers: Sequence | None = None,
+        amp: bool = False,
+        amp_kwargs: dict | None = None,
+        event_names: list[str | EventEnum | type[EventEnum]] | None = None,
+        event_to_attr: dict | None = None,
+        decollate: bool = False,
+        to_kwargs: dict | None = None,
+        optim_set_to_none: bool = True,
+    ) -> None:
+        device = torch.device(device)
+        # autocast and loss scaling only pay off on CUDA; on CPU the flag is ignored rather than slowing training
+        amp = bool(amp) and device.type == "cuda"
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            prepare_batch=prepare_batch,
+            iteration_update=iteration_update,
+            postprocessing=postprocessing,
+            key_metric=key_train_metric,
+            additional_metrics=additional_metrics,
+            metric_cmp_fn=metric_cmp_fn,
+            handlers=train_handlers,
+            amp=amp,
+            event_names=event_names,
+            event_to_attr=event_to_attr,
+            decollate=decollate,
+            to_kwargs=to_kwargs,
+            amp_kwargs=amp_kwargs,
+        )
+        if not isinstance(network, BiGAN):
+            raise TypeError(f"network must be a monai_bigan.networks.BiGAN, got {type(network).__name__}.")
+        self.register_events(*BiGANIterationEvents)
+        self.network = network
+        self.eg_optimizer = eg_optimizer
+        self.d_optimizer = d_optimizer
+        self.loss_function = BiGANLoss() if loss_function is None else loss_function
+        self.ema_network = ema_network
+        self.ema_decay = ema_decay
+        self.ema_warmup = ema_warmup
+        if ema_network is not None:
+            ema_decay_at(ema_decay, 0)  # validates the decay early
+            ema_network.load_state_dict(network.state_dict())
+            ema_network.requires_grad_(False).eval()
+        if recon_weight < 0:
+            raise ValueError(f"recon_weight must be non-negative, got {recon_weight}.")
+        self.recon_weight = recon_weight
+        self.optim_set_to_none = optim_set_to_none
+        # bf16 has the range of fp32, so it needs no loss scaling
+        use_scaler = amp and self.amp_kwargs.get("dtype", torch.float16) == torch.float16
+        self.d_scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+        self.eg_scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+
+    def run(self) -> None:  # type: ignore[override]
+        """Run training; the scalers are created once in ``__init__`` so they can be checkpointed and resumed."""
+        super(Trainer, self).run()
+
+    def _autocast(self) -> Any:
+        return torch.autocast(self.state.device.type, **self.amp_kwargs) if self.amp else nullcontext()
+
+    def _iteration(self, engine: BiGANTrainer, batchdata: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """
+        One BiGAN iteration: a discriminator step, then a joint encoder + generator step, then the EMA update.
+
+        Returns:
+            the dictionary described by :py:class:`monai_bigan.utils.BiGANKeys`.
+
+        Raises:
+            ValueError: when no batch data is given.
+        """
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        reals = batch[0] if isinstance(batch, (tuple, list)) else batch
+        net = engine.network
+        encoder, generator, discriminator = net.encoder, net.generator, net.discriminator
+        net.train()
+
+        # the real batch size, so that a short last batch gets matching latent samples
+        latents = torch.randn(reals.shape[0], net.latent_size, device=reals.device, dtype=reals.dtype)
+        with engine._autocast():
+            enc_latents = encoder(reals)
+            fakes = generator(latents)
+        engine.state.output = {
+            BiGANKeys.REALS: reals,
+            BiGANKeys.LATENTS: latents,
+            BiGANKeys.ENC_LATENTS: enc_latents.detach(),
+            BiGANKeys.FAKES: fakes.detach(),
+        }
+        engine.fire_event(BiGANIterationEvents.FORWARD_COMPLETED)
+
+        # discriminator step on detached pairs: (x, E(x)) is real, (G(z), z) is fake
+        engine.d_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        with engine._autocast():
+            real_logits, _ = discriminator(reals, enc_latents.detach())
+            fake_logits, _ = discriminator(fakes.detach(), latents)
+            d_loss = engine.loss_function(real_logits, fake_logits, for_discriminator=True)
+        engine.d_scaler.scale(d_loss).backward()
+        engine.d_scaler.step(engine.d_optimizer)
+        engine.d_scaler.update()
+        engine.state.output[BiGANKeys.REAL_LOGITS] = real_logits.detach()
+        engine.state.output[BiGANKeys.FAKE_LOGITS] = fake_logits.detach()
+        engine.state.output[BiGANKeys.D_LOSS] = d_loss.detach()
+        engine.fire_event(BiGANIterationEvents.DISCRIMINATOR_COMPLETED)
+
+        # joint encoder + generator step through the updated D, whose parameters get no gradient here
+        engine.eg_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        discriminator.requires_grad_(False)
+        try:
+            with engine._autocast():
+                real_logits, _ = discriminator(reals, enc_latents)
+                fake_logits, _ = discriminator(fakes, latents)
+                eg_loss = engine.loss_function(real_logits, fake_logits, for_discriminator=False)
+                if engine.recon_weight > 0:
+                    recon_loss = (generator(enc_latents) - reals).abs().mean()
+                    engine.state.output[BiGANKeys.RECON_LOSS] = recon_loss.detach()
+                    eg_loss = eg_loss + engine.recon_weight * recon_loss
+            engine.eg_scaler.scale(eg_loss).backward()
+        finally:
+            discriminator.requires_grad_(True)
+        engine.eg_scaler.step(engine.eg_optimizer)
+        engine.eg_scaler.update()
+        engine.state.output[BiGANKeys.EG_LOSS] = eg_loss.detach()
+        engine.state.output[BiGANKeys.LOSS] = (d_loss + eg_loss).detach()
+        engine.fire_event(BiGANIterationEvents.ENCODER_GENERATOR_COMPLETED)
+
+        if engine.ema_network is not None:
+            decay = ema_decay_at(engine.ema_decay, engine.state.iteration - 1, engine.ema_warmup)
+            update_ema(engine.ema_network, net, decay)
+            engine.fire_event(BiGANIterationEvents.EMA_COMPLETED)
+        return engine.state.output
+
+    def state_dict(self) -> dict[str, Any]:
+        """Ignite's engine state (epoch, iteration, ...) plus both gradient scalers, for exact resumption."""
+        state = dict(super().state_dict())
+        state["d_scaler"] = self.d_scaler.state_dict()
+        state["eg_scaler"] = self.eg_scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        """Restore what :py:meth:`state_dict` saved; checkpoints without scaler states are accepted."""
+        state = dict(state_dict)
+        for name in ("d_scaler", "eg_scaler"):
+            scaler_state = state.pop(name, None)
+            if scaler_state:
+                getattr(self, name).load_state_dict(scaler_state)
+        super().load_state_dict(state)

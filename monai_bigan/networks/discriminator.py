@@ -1,0 +1,179 @@
+# Copyright (c) monai_bigan contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+Joint discriminator ``D(x, z)`` of a BiGAN, for 2D and 3D images.
+
+The discriminator scores image-code pairs: real pairs ``(x, E(x))`` against generated pairs ``(G(z), z)``. Its
+penultimate features also give the feature-matching anomaly score of EGBAD. See BiGAN (Donahue et al., "Adversarial
+Feature Learning", arXiv:1605.09782) and EGBAD (Zenati et al., "Efficient GAN-Based Anomaly Detection",
+arXiv:1802.06222).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+from monai.networks import normal_init
+from monai.networks.blocks import Convolution
+from monai.networks.layers.utils import get_act_layer, get_dropout_layer
+
+from monai_bigan.networks.encoder import _apply_spectral_norm, _bottom_shape, _check_layers, _scale_padding
+
+__all__ = ["JointDiscriminator"]
+
+
+class JointDiscriminator(nn.Module):
+    """
+    BiGAN/EGBAD joint discriminator ``D(x, z)``, returning a raw logit and the penultimate features.
+
+    - image branch: strided :class:`monai.networks.blocks.Convolution` layers (no normalization on the first one, as
+      in DCGAN), then flatten;
+    - code branch: ``Linear(latent_size, latent_features)``, activation, dropout;
+    - joint branch: concatenation, ``Linear(joint_features)``, activation, dropout: these are the ``features``;
+      then ``Linear(1)``: the ``logits``.
+
+    The logits are raw (no sigmoid), to be used with a with-logits loss such as
+    :class:`monai_bigan.losses.BiGANLoss`. Weights are initialized from ``N(0, 0.02)``
+    (:func:`monai.networks.normal_init`). See BiGAN (arXiv:1605.09782) and EGBAD (arXiv:1802.06222).
+
+    Args:
+        spatial_dims: number of spatial dimensions, 2 or 3.
+        in_shape: input image shape without the batch dimension, ``(C, *spatial)``; each spatial size must be
+            divisible by the product of ``strides``.
+        latent_size: size of the latent code.
+        channels: output channels of each convolution layer of the image branch.
+        strides: stride of each convolution layer of the image branch.
+        kernel_size: convolution kernel size. Defaults to 4, as in DCGAN: with stride 2 it halves sizes exactly.
+            An even kernel cannot be used with stride 1; use an odd one there.
+        latent_features: output size of the code branch.
+        joint_features: size of the penultimate features.
+        act: activation type and arguments. Defaults to leaky ReLU with slope 0.2.
+        norm: feature normalization type and arguments of the image branch, applied from the second layer on.
+            Defaults to none.
+        dropout: dropout ratio or type and arguments, applied after every hidden layer. Defaults to 0.2.
+        spectral_norm: whether to wrap every convolution and linear weight, the logit layer included, with
+            spectral normalization.
+
+    Raises:
+        ValueError: when ``in_shape`` does not fit ``spatial_dims`` and ``strides``, when ``channels`` and
+            ``strides`` differ in length, when ``latent_size``, ``latent_features`` or ``joint_features`` is not
+            positive, or when ``kernel_size`` cannot scale sizes exactly.
+
+    Note:
+        With ``spectral_norm=True`` the model cannot be scripted with ``torch.jit.script``, as PyTorch's
+        parametrizations are not TorchScript-compatible. To export it, first freeze the normalized weights with
+        ``torch.nn.utils.parametrize.remove_parametrizations(module, "weight")`` on each parametrized module.
+
+    Example::
+
+        # 2D: x [B, 1, 64, 64], z [B, 128] -> logits [B, 1], features [B, 512]
+        net = JointDiscriminator(spatial_dims=2, in_shape=(1, 64, 64), latent_size=128)
+        logits, features = net(torch.randn(4, 1, 64, 64), torch.randn(4, 128))
+
+        # 3D: x [B, 1, 32, 32, 32], z [B, 64] -> logits [B, 1], features [B, 128]
+        net = JointDiscriminator(
+            spatial_dims=3, in_shape=(1, 32, 32, 32), latent_size=64, channels=(8, 16), strides=(2, 2),
+            latent_features=64, joint_features=128,
+        )
+        logits, features = net(torch.randn(2, 1, 32, 32, 32), torch.randn(2, 64))
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_shape: Sequence[int],
+        latent_size: int,
+        channels: Sequence[int] = (16, 32, 64, 128),
+        strides: Sequence[int] = (2, 2, 2, 2),
+        kernel_size: int = 4,
+        latent_features: int = 256,
+        joint_features: int = 512,
+        act: tuple | str | None = ("leakyrelu", {"negative_slope": 0.2}),
+        norm: tuple | str | None = None,
+        dropout: tuple | str | float | None = 0.2,
+        spectral_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_layers(channels, strides)
+        bottom = _bottom_shape(spatial_dims, in_shape, strides, "in_shape")
+        for name, value in (
+            ("latent_size", latent_size),
+            ("latent_features", latent_features),
+            ("joint_features", joint_features),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be positive, got {value}.")
+
+        self.spatial_dims = spatial_dims
+        self.in_shape = tuple(in_shape)
+        self.latent_size = latent_size
+
+        self.x_net = nn.Sequential()
+        in_channels = in_shape[0]
+        for i, (c, s) in enumerate(zip(channels, strides)):
+            padding, _ = _scale_padding(kernel_size, s)
+            self.x_net.add_module(
+                f"down{i}",
+                Convolution(
+                    spatial_dims=spatial_dims,
+                    in_channels=in_channels,
+                    out_channels=c,
+                    strides=s,
+                    kernel_size=kernel_size,
+                    act=act,
+                    norm=norm if i > 0 else None,
+                    dropout=dropout,
+                    padding=padding,
+                ),
+            )
+            in_channels = c
+        self.x_net.add_module("flatten", nn.Flatten())
+
+        self.z_net = self._dense(latent_size, latent_features, act, dropout)
+        self.joint_net = self._dense(channels[-1] * math.prod(bottom) + latent_features, joint_features, act, dropout)
+        self.logit = nn.Linear(joint_features, 1)
+
+        # init first: once parametrized, ``weight`` is computed and cannot be set in place
+        self.apply(normal_init)
+        if spectral_norm:
+            convs = [block.conv for block in self.x_net if isinstance(block, Convolution)]
+            _apply_spectral_norm(convs + [self.z_net.linear, self.joint_net.linear, self.logit])
+
+    @staticmethod
+    def _dense(
+        in_features: int, out_features: int, act: tuple | str | None, dropout: tuple | str | float | None
+    ) -> nn.Sequential:
+        """Linear layer, then activation and dropout when given."""
+        layers = nn.Sequential()
+        layers.add_module("linear", nn.Linear(in_features, out_features))
+        if act is not None:
+            layers.add_module("act", get_act_layer(act))
+        if dropout is not None:
+            layers.add_module("dropout", get_dropout_layer(dropout, dropout_dim=1))
+        return layers
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Score image-code pairs.
+
+        Args:
+            x: images, ``[B, C, *spatial]`` with ``(C, *spatial) == in_shape``.
+            z: latent codes, ``[B, latent_size]``.
+
+        Returns:
+            ``(logits, features)``: raw logits ``[B, 1]`` (real pair when high) and penultimate features
+            ``[B, joint_features]``.
+        """
+        features = self.joint_net(torch.cat([self.x_net(x), self.z_net(z)], dim=1))
+        return self.logit(features), features

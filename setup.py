@@ -1,0 +1,57 @@
+# Copyright (c) monai_bigan contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Installation of monai_bigan. Install the pinned CPU torch first (see README) so pip does not fetch a CUDA build."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "monai_bigan" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="monai_bigan",
+    version=VERSION,
+    description="BiGAN unsupervised anomaly detection for 2D and 3D medical images, as a MONAI plugin",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["monai_bigan", "monai_bigan.*"]),
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.8",
+        "monai[fire,jsonschema,ignite,nibabel,pydicom,tensorboard]>=1.6.1,<1.7",
+        "pytorch-ignite>=0.4.11,<0.6",
+        "numpy>=1.24,<3",
+        "nibabel>=5.0",
+        "pydicom>=2.4",
+        "matplotlib>=3.7",
+        "tqdm>=4.60",
+        "scipy>=1.10",
+        # ships the MNI152 template inside its package: the demo data set is made from it, offline
+        "nilearn>=0.10",
+        "scikit-learn>=1.3",
+    ],
+    extras_require={
+        "test": ["pytest>=7.0"],
+        "dev": ["pytest>=7.0", "black>=24", "isort>=5.12", "flake8>=7"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: Apache Software License",
+        "Topic :: Scientific/Engineering :: Medical Science Apps.",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+)

@@ -33,19 +33,40 @@ class ScoreCalibrationd(MapTransform):
     Args:
         calibration: a :py:class:`monai_bigan.utils.ScoreCalibration` or the path of its JSON file.
         score_key: key of the scan score.
+        threshold_mode: ``"fpr"`` flags above the threshold for the calibration's target false-positive rate;
+            ``"f1"`` uses the F1-optimal threshold of the labelled validation anomalies (flag when score >= it).
+
+    Raises:
+        ValueError: for ``"f1"`` when the validation split had no labelled anomalies.
     """
 
-    def __init__(self, calibration: ScoreCalibration | str | os.PathLike, score_key: str = AnomalyKeys.SCORE) -> None:
+    def __init__(
+        self,
+        calibration: ScoreCalibration | str | os.PathLike,
+        score_key: str = AnomalyKeys.SCORE,
+        threshold_mode: str = "fpr",
+    ) -> None:
         super().__init__(keys=score_key)
         self.calibration = (
             calibration if isinstance(calibration, ScoreCalibration) else ScoreCalibration.load(calibration)
         )
+        if threshold_mode not in ("fpr", "f1"):
+            raise ValueError(f"threshold_mode must be 'fpr' or 'f1', got {threshold_mode!r}.")
+        if threshold_mode == "f1" and self.calibration.threshold_f1 is None:
+            raise ValueError(
+                "threshold_mode 'f1' needs labelled anomalies in the validation split; this calibration has none."
+            )
+        self.threshold_mode = threshold_mode
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, object]:
         d = dict(data)
         for key in self.key_iterator(d):
             score = float(torch.as_tensor(d[key]).reshape(-1)[0])
             d["percentile"] = self.calibration.percentile(score)
-            d["flagged"] = self.calibration.is_flagged(score)
-            d["threshold"] = self.calibration.threshold
+            if self.threshold_mode == "f1":
+                d["threshold"] = float(self.calibration.threshold_f1)  # type: ignore[arg-type]
+                d["flagged"] = bool(score >= d["threshold"])
+            else:
+                d["threshold"] = self.calibration.threshold
+                d["flagged"] = self.calibration.is_flagged(score)
         return d

@@ -60,7 +60,7 @@ class ScoreCalibration:
         target_fpr: false-positive rate the threshold is chosen for.
         threshold: the (1 - target_fpr) quantile of the healthy scores; scans above it are flagged.
         voxel_threshold: residual above which a voxel enters the anomaly mask: the (1 - voxel_fpr) quantile of the
-            healthy residuals inside the foreground.
+            healthy residuals inside the foreground (None when fitted without residuals).
         heatmap_vmax: upper end of the heatmap colour scale (the healthy 99.9th residual percentile), so that all
             heatmaps share one scale that does not depend on the image shown.
         threshold_f1: the F1-optimal threshold when the validation split holds labelled anomalies, else None.
@@ -72,8 +72,8 @@ class ScoreCalibration:
     target_fpr: float
     threshold: float
     voxel_fpr: float
-    voxel_threshold: float
-    heatmap_vmax: float
+    voxel_threshold: float | None
+    heatmap_vmax: float | None
     threshold_f1: float | None = None
     f1_at_threshold_f1: float | None = None
     num_anomalous: int = 0
@@ -121,7 +121,7 @@ class ScoreCalibration:
             voxel_threshold = float(np.quantile(pooled, 1.0 - voxel_fpr))
             heatmap_vmax = float(np.quantile(pooled, 0.999))
         else:
-            voxel_threshold = heatmap_vmax = float("nan")
+            voxel_threshold = heatmap_vmax = None
         anomalous = scores_np[labels_np == 1]
         threshold_f1 = f1_best = None
         if anomalous.size:

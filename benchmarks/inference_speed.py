@@ -1,0 +1,112 @@
+# Copyright (c) monai_bigan contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+Where the time of the inference bundle goes, per volume: loading + preprocessing, the model (slice inferer over the
+scorer), scoring + calibration, the PNG review sheet, inversion to the input's space, and writing the NIfTI outputs.
+
+Run from the repository root after training the default bundle:
+
+    python benchmarks/inference_speed.py [--num_volumes 12] [--device cpu|cuda] [--sw_batch_size 128]
+
+It uses bundles/bigan/inference.json as the inference command does and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from collections import defaultdict
+
+import torch
+from monai.bundle import ConfigParser
+from monai.data import decollate_batch, list_data_collate
+from monai.networks import eval_mode
+from monai.transforms import Compose
+
+STAGES = {
+    "AnomalyScored": "scoring",
+    "ScoreCalibrationd": "scoring",
+    "ReviewSheetd": "review sheet (PNG)",
+    "SplitDimd": "inversion",
+    "Invertd": "inversion",
+    "CopyItemsd": "inversion",
+    "AsDiscreted": "inversion",
+    "SaveImaged": "writing NIfTI",
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config_file", default="bundles/bigan/inference.json")
+    parser.add_argument("--num_volumes", type=int, default=12)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sw_batch_size", type=int, default=128)
+    args = parser.parse_args()
+
+    config = ConfigParser()
+    config.read_config(args.config_file)
+    config["device"] = f"$torch.device('{args.device}')"
+    config["sw_batch_size"] = args.sw_batch_size
+    config["output_dir"] = tempfile.mkdtemp(prefix="bigan_bench_")
+    device = config.get_parsed_content("device")
+    network = config.get_parsed_content("network")
+    checkpoint = torch.load(config.get_parsed_content("ckpt_file"), map_location=device, weights_only=True)
+    network.load_state_dict(checkpoint[config.get_parsed_content("checkpoint_key")])
+    scorer = config.get_parsed_content("scorer")
+    inferer = config.get_parsed_content("inferer")
+    preprocessing = config.get_parsed_content("preprocessing")
+    postprocessing = config.get_parsed_content("postprocessing")
+    datalist = config.get_parsed_content("datalist")[: args.num_volumes]
+    amp = bool(config.get_parsed_content("amp"))
+
+    times: dict[str, float] = defaultdict(float)
+    for i, item in enumerate(datalist):
+        t0 = time.perf_counter()
+        data = preprocessing(dict(item))
+        batch = list_data_collate([data])
+        image = batch["image"].to(device)
+        _sync(device)
+        t1 = time.perf_counter()
+        with eval_mode(scorer), torch.no_grad(), torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+            pred = inferer(image, scorer)
+        _sync(device)
+        t2 = time.perf_counter()
+        out = decollate_batch({"image": image, "pred": pred})[0]
+        if i > 0:  # the first volume warms up allocators and kernels
+            times["load + preprocess"] += t1 - t0
+            times["model"] += t2 - t1
+        for transform in postprocessing.transforms if isinstance(postprocessing, Compose) else [postprocessing]:
+            start = time.perf_counter()
+            out = transform(out)
+            if i > 0:
+                times[STAGES.get(type(transform).__name__, type(transform).__name__)] += time.perf_counter() - start
+    n = max(len(datalist) - 1, 1)
+    total = sum(times.values()) / n
+    shape = tuple(data["image"].shape[1:])
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
+    print(f"device: {device}, volumes timed: {n} (after 1 warm-up), model input grid {shape}\n")
+    print("| stage | seconds per volume | share |")
+    print("| --- | ---: | ---: |")
+    for stage, seconds in times.items():
+        print(f"| {stage} | {seconds / n:.3f} | {100 * seconds / n / total:.0f} % |")
+    print(f"| **total** | **{total:.3f}** | 100 % |")
+
+
+if __name__ == "__main__":
+    main()

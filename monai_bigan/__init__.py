@@ -17,4 +17,18 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import data, engines, handlers, inferers, io, losses, networks, transforms, utils, visualize
+from . import (
+    baselines,
+    data,
+    engines,
+    handlers,
+    inferers,
+    io,
+    losses,
+    metrics,
+    networks,
+    transforms,
+    utils,
+    visualize,
+    workflows,
+)

@@ -59,11 +59,15 @@ class PCABaseline(_FittedBaseline):
 
     Args:
         n_components: a float in (0, 1): the smallest number of components explaining that fraction of the variance
-            (needs an exact SVD, so ``svd_solver`` ``"randomized"``/``"arpack"`` is replaced by ``"full"``, an economy
-            SVD that is cheap when one dimension is small); or an int >= 1, clamped to
-            ``min(n_samples - 1, n_features)``.
+            (needs an exact SVD); or an int >= 1, clamped to ``min(n_samples - 1, n_features)``.
         residual: ``"l1"`` or ``"l2"``.
-        svd_solver: scikit-learn's solver for an int ``n_components``.
+        svd_solver: ``"auto"`` picks, with ``m = min(n_samples, n_features)``: for a float ``n_components``
+            scikit-learn's ``"auto"`` (an exact ``"full"`` economy SVD, or ``"covariance_eigh"`` for many samples of
+            few features); for an int, ``"full"`` when ``m <= 500`` (the economy SVD costs O(m^2 * max(n_samples,
+            n_features)), cheaper than randomized here, e.g. 48 volumes of 200k voxels) or when ``n_components >=
+            0.8 * m``, and ``"randomized"`` (seeded by ``random_state``) otherwise, e.g. thousands of 2D slices with
+            a few dozen components. Any other value is passed to scikit-learn, except that ``"randomized"`` and
+            ``"arpack"`` become ``"full"`` for a float ``n_components``, which they do not support.
         random_state: seed of the randomized solver.
 
     Example::
@@ -78,7 +82,7 @@ class PCABaseline(_FittedBaseline):
         self,
         n_components: int | float = 0.95,
         residual: str = "l1",
-        svd_solver: str = "randomized",
+        svd_solver: str = "auto",
         random_state: int | None = 0,
     ) -> None:
         super().__init__()
@@ -109,6 +113,19 @@ class PCABaseline(_FittedBaseline):
     def n_components_(self) -> int:
         """Number of fitted principal components (0 before fitting)."""
         return int(self.components.shape[0])
+
+    def _choose_solver(self, n_samples: int, n_features: int) -> tuple[int | float, str]:
+        """The ``n_components`` and ``svd_solver`` handed to scikit-learn (see the class docstring)."""
+        small = min(n_samples, n_features)
+        solver = self.svd_solver
+        if isinstance(self.n_components, (float, np.floating)):
+            if solver in ("randomized", "arpack"):
+                solver = "full"
+            return float(self.n_components), solver
+        n_components = min(int(self.n_components), max(min(n_samples - 1, n_features), 1))
+        if solver == "auto":
+            solver = "full" if small <= 500 or n_components >= 0.8 * small else "randomized"
+        return n_components, solver
 
     @torch.no_grad()
     def fit(
@@ -150,19 +167,11 @@ class PCABaseline(_FittedBaseline):
         del rows
         n_features = data.shape[1]
 
-        n_components: int | float = self.n_components
-        solver = self.svd_solver
-        max_components = max(min(n_samples - 1, n_features), 1)
-        if isinstance(n_components, (float, np.floating)):
-            n_components = float(n_components)
-            if solver in ("randomized", "arpack"):
-                solver = "full"
-        else:
-            n_components = min(int(n_components), max_components)
+        n_components, solver = self._choose_solver(n_samples, n_features)
         pca = PCA(n_components=n_components, svd_solver=solver, random_state=self.random_state, copy=False)
         pca.fit(data)
         # centred data has rank <= n_samples - 1: any further component is numerical noise
-        k = min(int(pca.n_components_), max_components)
+        k = min(int(pca.n_components_), max(min(n_samples - 1, n_features), 1))
 
         device = self.mean.device
         self.mean = torch.as_tensor(pca.mean_, dtype=torch.float32, device=device).reshape(shape)

@@ -16,6 +16,7 @@ from collections.abc import Hashable, Mapping
 
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from monai_bigan.utils.enums import AnomalyKeys
@@ -84,6 +85,7 @@ class AnomalyScored(MapTransform):
 
     def score(self, maps: torch.Tensor, image: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Scores of one channel-first map tensor (residual, reconstruction, L_D) and optionally its image."""
+        meta = maps.meta if isinstance(maps, MetaTensor) else None
         maps = torch.as_tensor(maps).float()
         if maps.ndim < 2 or maps.shape[0] < 3:
             raise ValueError(f"expected channel-first maps with 3 channels, got shape {tuple(maps.shape)}.")
@@ -111,7 +113,9 @@ class AnomalyScored(MapTransform):
             shape = [1] * residual.ndim
             shape[axis] = -1
             slice_map = torch.nan_to_num(per_slice, neginf=0.0).reshape(shape).expand_as(residual)
-            out[AnomalyKeys.SLICE_MAP] = slice_map.unsqueeze(0).contiguous()
+            slice_map = slice_map.unsqueeze(0).contiguous()
+            # a MetaTensor like the maps, so Invertd maps it back with the image's geometry
+            out[AnomalyKeys.SLICE_MAP] = slice_map if meta is None else MetaTensor(slice_map, meta=meta)
         if self.slice_dim is None or axis is None:
             lg, ldv = residual.mean().reshape(1), ld.mean().reshape(1)
             score = self.alpha * lg + (1.0 - self.alpha) * ldv

@@ -176,3 +176,19 @@ def test_slices_as_samples_with_slice_inferer():
     out = SliceInferer(roi_size=(8, 8), spatial_dim=2, sw_batch_size=5, progress=False)(vols[:1], pca)
     assert out.shape == (1, 3, 8, 8, 5)
     torch.testing.assert_close(out[0, :, :, :, 3], pca(vols[:1, :, :, :, 3])[0])
+
+
+def test_solver_choice():
+    assert PCABaseline(0.95)._choose_solver(48, 196608) == (0.95, "auto")  # scikit-learn's exact choice
+    assert PCABaseline(0.95, svd_solver="randomized")._choose_solver(48, 100) == (0.95, "full")
+    assert PCABaseline(10)._choose_solver(48, 196608) == (10, "full")  # few samples: economy SVD
+    assert PCABaseline(100)._choose_solver(48, 196608) == (47, "full")  # clamped to n_samples - 1
+    assert PCABaseline(50)._choose_solver(2304, 4096) == (50, "randomized")  # many slices, few components
+    assert PCABaseline(2000)._choose_solver(2304, 4096) == (2000, "full")
+    assert PCABaseline(50, svd_solver="arpack")._choose_solver(2304, 4096) == (50, "arpack")
+    # an explicit randomized solver gives the same subspace as the exact one on a low-rank problem
+    train = _healthy(12, (6, 5, 4))
+    exact = PCABaseline(3, svd_solver="full").fit(train)
+    randomized = PCABaseline(3, svd_solver="randomized", random_state=0).fit(train)
+    x = _healthy(2, (6, 5, 4), seed=7)
+    torch.testing.assert_close(randomized.reconstruct(x), exact.reconstruct(x), atol=1e-3, rtol=0)

@@ -54,6 +54,8 @@ def _sync(device: torch.device) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config_file", default="bundles/bigan/inference.json")
+    parser.add_argument("--bundle_root", default=None, help="bundle folder holding models/ (default: the bundle's own)")
+    parser.add_argument("--dataset_dir", default=None, help="data to score (default: the demo data)")
     parser.add_argument("--num_volumes", type=int, default=12)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sw_batch_size", type=int, default=128)
@@ -63,6 +65,10 @@ def main() -> None:
     config.read_config(args.config_file)
     config["device"] = f"$torch.device('{args.device}')"
     config["sw_batch_size"] = args.sw_batch_size
+    if args.bundle_root:
+        config["bundle_root"] = args.bundle_root
+    if args.dataset_dir:
+        config["dataset_dir"] = args.dataset_dir
     config["output_dir"] = tempfile.mkdtemp(prefix="bigan_bench_")
     device = config.get_parsed_content("device")
     network = config.get_parsed_content("network")

@@ -26,7 +26,7 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_bigan.data.guarded import ERROR_KEY, SOURCE_KEY
-from monai_bigan.utils.calibration import atomic_write_text
+from monai_bigan.io.atomic import atomic_write_text
 from monai_bigan.utils.enums import AnomalyKeys
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")

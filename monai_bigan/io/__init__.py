@@ -12,4 +12,5 @@
 
 from __future__ import annotations
 
+from .atomic import atomic_path, atomic_save_figure, atomic_write_text, new_file_mode
 from .writers import AtomicNibabelWriter

@@ -12,12 +12,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 from monai.config import PathLike
 from monai.data import NibabelWriter
+
+from .atomic import atomic_path
 
 __all__ = ["AtomicNibabelWriter"]
 
@@ -29,16 +27,5 @@ class AtomicNibabelWriter(NibabelWriter):
     """
 
     def write(self, filename: PathLike, verbose: bool = False, **obj_kwargs) -> None:
-        target = Path(filename)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # keep the real extension so that nibabel picks the same format (e.g. gzip for .nii.gz)
-        suffix = "".join(target.suffixes) or ".nii.gz"
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
-        os.close(fd)
-        try:
+        with atomic_path(filename) as tmp:
             super().write(tmp, verbose=verbose, **obj_kwargs)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise

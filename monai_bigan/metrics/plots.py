@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from matplotlib.figure import Figure
 from monai.utils import convert_to_numpy
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
+from monai_bigan.io.atomic import atomic_save_figure
 from monai_bigan.metrics.anomaly import ArrayLike, _check_scores_labels
 
 __all__ = ["plot_roc_pr", "plot_score_histograms", "plot_case_grid"]
@@ -45,34 +45,8 @@ _HEALTHY_COLOR = "tab:blue"
 _ANOMALOUS_COLOR = "tab:red"
 
 
-def _new_file_mode() -> int:
-    """Permissions of a newly created file under the current umask, ``0o666 & ~umask``."""
-    try:
-        # read without changing it (os.umask would briefly change it for all threads)
-        with open("/proc/self/status", encoding="ascii") as f:
-            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        umask = os.umask(0)
-        os.umask(umask)
-    return 0o666 & ~umask
-
-
 def _save_atomic(fig: Figure, output_path: str | os.PathLike, dpi: int) -> Path:
-    """Save ``fig`` as PNG through a temporary file in the same folder and an atomic rename; return the path."""
-    path = Path(output_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi, facecolor="white")
-        # mkstemp creates private (0600) files; give the PNG the permissions of any other new file
-        os.chmod(tmp, _new_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_save_figure(fig, output_path, dpi=dpi)
 
 
 def _new_figure(width: float, height: float) -> Figure:

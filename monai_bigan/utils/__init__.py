@@ -13,6 +13,6 @@
 from __future__ import annotations
 
 from .bundle import default_bundle_root, require_file
-from .calibration import ScoreCalibration, atomic_write_text
+from .calibration import ScoreCalibration
 from .ema import ema_decay_at, update_ema
 from .enums import AnomalyKeys, BiGANIterationEvents, BiGANKeys

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,8 @@ from matplotlib.patches import Rectangle
 from monai.config import NdarrayOrTensor
 from monai.transforms import MapTransform
 from monai.utils import convert_to_numpy
+
+from monai_bigan.io.atomic import atomic_save_figure
 
 __all__ = ["render_review_sheet", "select_slices", "ReviewSheetd"]
 
@@ -116,32 +117,8 @@ def _shrink_to_width(fig: Figure, texts: Sequence[Any], max_width: float, min_si
             text.set_fontsize(max(min_size, text.get_fontsize() * max_width / text_width))
 
 
-def _new_file_mode() -> int:
-    """Permissions of a newly created file under the current umask (read from /proc on Linux, else 0o644)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        return 0o644
-    return 0o666 & ~umask
-
-
 def _save_atomic(fig: Figure, output_path: Path, dpi: int) -> None:
-    """Save ``fig`` as PNG through a temporary file in the same folder and an atomic rename."""
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.NamedTemporaryFile(
-        dir=output_path.parent, prefix=f".{output_path.name}.", suffix=".png", delete=False
-    )
-    try:
-        with tmp:
-            fig.savefig(tmp, format="png", dpi=dpi, facecolor="white", pil_kwargs={"compress_level": 3})
-        # NamedTemporaryFile creates the file private (0o600); give the sheet the usual permissions
-        os.chmod(tmp.name, _new_file_mode())
-        os.replace(tmp.name, output_path)
-    except BaseException:
-        if os.path.exists(tmp.name):
-            os.unlink(tmp.name)
-        raise
+    atomic_save_figure(fig, output_path, dpi=dpi, pil_kwargs={"compress_level": 3})
 
 
 def render_review_sheet(

@@ -35,6 +35,7 @@ from monai_bigan.data.datalist import load_datalist
 from monai_bigan.data.guarded import describe_error
 from monai_bigan.handlers.report import worst_axial_slice
 from monai_bigan.io import AtomicNibabelWriter
+from monai_bigan.io.atomic import atomic_write_text
 from monai_bigan.metrics import (
     VoxelMetricAccumulator,
     image_level_metrics,
@@ -43,7 +44,7 @@ from monai_bigan.metrics import (
     plot_score_histograms,
 )
 from monai_bigan.transforms.scoring import AnomalyScored
-from monai_bigan.utils.calibration import ScoreCalibration, atomic_write_text
+from monai_bigan.utils.calibration import ScoreCalibration
 
 __all__ = ["BaselineEvaluation", "compute_metrics", "output_stem"]
 

@@ -46,7 +46,11 @@ def _write_dicom_series(folder: Path, count: int = 3, suffix: str = "") -> Path:
         ds.SOPInstanceUID = generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.SeriesInstanceUID = series_uid
-        ds.save_as(folder / f"IM{i:04d}{suffix}", enforce_file_format=True)
+        # pydicom 3 says enforce_file_format; pydicom 2 (the MONAI Label extra) says write_like_original=False
+        if int(pydicom.__version__.split(".")[0]) >= 3:
+            ds.save_as(folder / f"IM{i:04d}{suffix}", enforce_file_format=True)
+        else:
+            ds.save_as(folder / f"IM{i:04d}{suffix}", write_like_original=False)
     return folder
 
 

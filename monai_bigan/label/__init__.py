@@ -1,0 +1,21 @@
+# Copyright (c) monai_bigan contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+MONAI Label app of the BiGAN (optional extra ``monai_bigan[label]``)::
+
+    monailabel start_server --app monai_bigan/label --studies /data/scans --conf models bigan
+
+``main.py`` holds the app; :py:mod:`monai_bigan.label.workflow` the bundle side (no MONAI Label import);
+:py:mod:`monai_bigan.label.infer` and :py:mod:`monai_bigan.label.train` the tasks. Nothing here imports MONAI Label
+at package import.
+"""
+
+from __future__ import annotations

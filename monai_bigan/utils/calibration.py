@@ -42,8 +42,8 @@ class ScoreCalibration:
         threshold: the (1 - target_fpr) quantile of the healthy scores; scans above it are flagged.
         voxel_threshold: residual above which a voxel enters the anomaly mask: the (1 - voxel_fpr) quantile of the
             healthy residuals inside the foreground (None when fitted without residuals).
-        heatmap_vmax: upper end of the heatmap colour scale (the healthy 99.9th residual percentile), so that all
-            heatmaps share one scale that does not depend on the image shown.
+        heatmap_vmax: upper end of the heatmap colour scale (the healthy 99.99th residual percentile, above the voxel
+            threshold), so that all heatmaps share one scale that does not depend on the image shown.
         threshold_f1: the F1-optimal threshold when the validation split holds labelled anomalies, else None.
         f1_at_threshold_f1: the validation F1 at that threshold.
         num_anomalous: number of labelled anomalous validation scans used for ``threshold_f1``.
@@ -100,7 +100,7 @@ class ScoreCalibration:
         if residuals:
             pooled = np.concatenate(residuals)
             voxel_threshold = float(np.quantile(pooled, 1.0 - voxel_fpr))
-            heatmap_vmax = float(np.quantile(pooled, 0.999))
+            heatmap_vmax = float(np.quantile(pooled, 0.9999))
         else:
             voxel_threshold = heatmap_vmax = None
         anomalous = scores_np[labels_np == 1]

@@ -29,7 +29,8 @@ def test_voxel_threshold_and_colour_scale_come_from_healthy_residuals():
     residuals = [rng.uniform(0, 1, 10_000) for _ in range(3)]
     cal = ScoreCalibration.fit([0.1, 0.2, 0.3], healthy_residuals=residuals, voxel_fpr=0.01)
     assert cal.voxel_threshold == pytest.approx(0.99, abs=0.01)
-    assert cal.heatmap_vmax == pytest.approx(0.999, abs=0.01)
+    assert cal.heatmap_vmax == pytest.approx(0.9999, abs=0.01)
+    assert cal.heatmap_vmax > cal.voxel_threshold
     assert cal.threshold_f1 is None
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from .datalist import DATALIST_FILENAME, PATH_KEYS, list_images, load_datalist
 from .guarded import GuardedDataset, describe_error
 from .inputs import inference_datalist, prepare_output_dir
+from .preflight import preflight_check
 
 __all__ = [
     "DATALIST_FILENAME",
@@ -27,6 +28,7 @@ __all__ = [
     "describe_error",
     "inference_datalist",
     "prepare_output_dir",
+    "preflight_check",
     "DEMO_FORMAT_VERSION",
     "DEMO_INFO_FILENAME",
     "ensure_demo_data",

@@ -13,4 +13,4 @@
 from __future__ import annotations
 
 from .evaluator import AnomalyEvaluator
-from .trainer import BiGANTrainer
+from .trainer import BiGANTrainer, NonFiniteLossError

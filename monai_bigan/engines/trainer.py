@@ -42,8 +42,13 @@ else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
     Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
     EventEnum, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EventEnum")
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["BiGANTrainer"]
+__all__ = ["BiGANTrainer", "NonFiniteLossError"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped because a loss became NaN or infinite; the message says which loss and at which iteration."""
 
 
 class BiGANTrainer(Trainer):
@@ -96,6 +101,17 @@ class BiGANTrainer(Trainer):
         decollate: whether to decollate the batch after each iteration (off by default: nothing downstream needs it).
         to_kwargs: extra arguments of ``Tensor.to`` for ``prepare_batch``.
         optim_set_to_none: ``zero_grad(set_to_none=...)``, which saves memory.
+        check_finite_every: every how many iterations the losses are checked for NaN/Inf (one host-device sync);
+            they are also checked at the end of each epoch, before any handler (e.g. a ``CheckpointSaver``) runs.
+            0 checks at the end of each epoch only. Between checks a device-side counter accumulates the non-finite
+            steps without syncing.
+        max_nonfinite_steps: number of non-finite steps tolerated before training stops with a
+            :py:class:`NonFiniteLossError`. Under AMP with float16 the gradient scalers skip such steps, so a few are
+            harmless; without scaling a non-finite step corrupts the weights, so keep the default 0.
+        checkpoint_dir: folder of the epoch checkpoints, only used to name the last good one in the error message.
+
+    Raises:
+        NonFiniteLossError: from ``run()``, when more than ``max_nonfinite_steps`` steps had a non-finite loss.
 
     Example::
 
@@ -139,6 +155,9 @@ class BiGANTrainer(Trainer):
         decollate: bool = False,
         to_kwargs: dict | None = None,
         optim_set_to_none: bool = True,
+        check_finite_every: int = 10,
+        max_nonfinite_steps: int = 0,
+        checkpoint_dir: str | None = None,
     ) -> None:
         device = torch.device(device)
         # autocast and loss scaling only pay off on CUDA; on CPU the flag is ignored rather than slowing training
@@ -155,7 +174,7 @@ class BiGANTrainer(Trainer):
             key_metric=key_train_metric,
             additional_metrics=additional_metrics,
             metric_cmp_fn=metric_cmp_fn,
-            handlers=train_handlers,
+            handlers=None,  # attached below, after the non-finite loss check so that it runs first
             amp=amp,
             event_names=event_names,
             event_to_attr=event_to_attr,
@@ -185,6 +204,22 @@ class BiGANTrainer(Trainer):
         use_scaler = amp and self.amp_kwargs.get("dtype", torch.float16) == torch.float16
         self.d_scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
         self.eg_scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+        if check_finite_every < 0 or max_nonfinite_steps < 0:
+            raise ValueError(
+                f"check_finite_every and max_nonfinite_steps must be >= 0, got {check_finite_every} and "
+                f"{max_nonfinite_steps}."
+            )
+        self.check_finite_every = int(check_finite_every)
+        self.max_nonfinite_steps = int(max_nonfinite_steps)
+        self.checkpoint_dir = checkpoint_dir
+        # non-finite step counts on the device: [discriminator loss, encoder-generator loss, either, first iteration]
+        self._nonfinite = torch.zeros(4, dtype=torch.int64, device=device)
+        # registered before any other handler, so the check runs before checkpoints are written
+        if self.check_finite_every > 0:
+            self.add_event_handler(Events.ITERATION_COMPLETED(every=self.check_finite_every), self.check_finite)
+        self.add_event_handler(Events.EPOCH_COMPLETED, self.check_finite)
+        if train_handlers is not None:
+            self._register_handlers(train_handlers)
 
     def run(self) -> None:  # type: ignore[override]
         """Run training; the scalers are created once in ``__init__`` so they can be checkpointed and resumed."""
@@ -257,6 +292,7 @@ class BiGANTrainer(Trainer):
         engine.eg_scaler.update()
         engine.state.output[BiGANKeys.EG_LOSS] = eg_loss.detach()
         engine.state.output[BiGANKeys.LOSS] = (d_loss + eg_loss).detach()
+        engine._count_nonfinite(d_loss.detach(), eg_loss.detach())
         engine.fire_event(BiGANIterationEvents.ENCODER_GENERATOR_COMPLETED)
 
         if engine.ema_network is not None:
@@ -264,6 +300,43 @@ class BiGANTrainer(Trainer):
             update_ema(engine.ema_network, net, decay)
             engine.fire_event(BiGANIterationEvents.EMA_COMPLETED)
         return engine.state.output
+
+    @torch.no_grad()
+    def _count_nonfinite(self, d_loss: torch.Tensor, eg_loss: torch.Tensor) -> None:
+        """Accumulate the non-finite steps on the device, without a host-device sync."""
+        bad = ~torch.isfinite(torch.stack([d_loss.float().reshape(()), eg_loss.float().reshape(())]))
+        any_bad = bad.any()
+        counts = self._nonfinite
+        counts[:2] += bad
+        counts[2] += any_bad
+        iteration = torch.full_like(counts[3], self.state.iteration)
+        counts[3] = torch.where((counts[3] == 0) & any_bad, iteration, counts[3])
+
+    def check_finite(self, engine: BiGANTrainer | None = None) -> None:
+        """
+        Raise :py:class:`NonFiniteLossError` when more than ``max_nonfinite_steps`` steps had a NaN or infinite loss
+        (one host-device sync). Registered on ``ITERATION_COMPLETED(every=check_finite_every)`` and
+        ``EPOCH_COMPLETED``.
+        """
+        d_count, eg_count, steps, first = (int(v) for v in self._nonfinite.tolist())
+        if steps <= self.max_nonfinite_steps:
+            return
+        which = " and ".join(
+            name for name, count in (("discriminator", d_count), ("encoder-generator", eg_count)) if count
+        )
+        last = "none was written"
+        if self.checkpoint_dir is not None:
+            from monai_bigan.utils.checkpoint import find_checkpoints
+
+            found = find_checkpoints(self.checkpoint_dir)
+            last = found[0][1] if found else f"none was written in {self.checkpoint_dir}"
+        message = (
+            f"non-finite {which} loss at iteration {first} (epoch {self.state.epoch}; {steps} non-finite step(s) by "
+            f"iteration {self.state.iteration}, max_nonfinite_steps={self.max_nonfinite_steps}); training stopped "
+            f"and no checkpoint was written after it. The last good checkpoint is {last}."
+        )
+        self.logger.error(message)
+        raise NonFiniteLossError(message)
 
     def state_dict(self) -> dict[str, Any]:
         """Ignite's engine state (epoch, iteration, ...) plus both gradient scalers, for exact resumption."""

@@ -13,4 +13,5 @@
 from __future__ import annotations
 
 from .calibration import CalibrationHandler
+from .checkpoint import AtomicCheckpointSaver, ResumeHandler
 from .report import AnomalyReportHandler

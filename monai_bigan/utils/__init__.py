@@ -14,5 +14,6 @@ from __future__ import annotations
 
 from .bundle import default_bundle_root, require_file
 from .calibration import ScoreCalibration
+from .checkpoint import RNGState, find_checkpoints
 from .ema import ema_decay_at, update_ema
 from .enums import AnomalyKeys, BiGANIterationEvents, BiGANKeys

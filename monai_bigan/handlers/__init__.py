@@ -13,5 +13,5 @@
 from __future__ import annotations
 
 from .calibration import CalibrationHandler
-from .checkpoint import AtomicCheckpointSaver, ResumeHandler
+from .checkpoint import AtomicCheckpointSaver, ResumeHandler, SafeCheckpointLoader
 from .report import AnomalyReportHandler

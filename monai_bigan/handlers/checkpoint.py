@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from monai.handlers import CheckpointSaver
+from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_bigan.io.atomic import atomic_path
-from monai_bigan.utils.checkpoint import find_checkpoints
+from monai_bigan.utils.checkpoint import find_checkpoints, load_checkpoint
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 Checkpoint, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Checkpoint")
@@ -40,7 +40,7 @@ else:
         "ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver", as_type="base"
     )
 
-__all__ = ["AtomicCheckpointSaver", "ResumeHandler"]
+__all__ = ["AtomicCheckpointSaver", "ResumeHandler", "SafeCheckpointLoader"]
 
 
 class _AtomicDiskSaver(DiskSaver):
@@ -247,3 +247,23 @@ class ResumeHandler:
                 f"training is already complete: the checkpoint reached max_epochs={max_epochs}; nothing to train "
                 "(pass a larger max_epochs to continue, or resume=false to start over)."
             )
+
+
+class SafeCheckpointLoader(CheckpointLoader):
+    """
+    MONAI's ``CheckpointLoader`` with errors a user can act on: the file is read by
+    :py:func:`monai_bigan.utils.load_checkpoint` (``weights_only=True``; a checkpoint holding arbitrary pickled
+    objects is refused), and a missing entry names the keys the checkpoint does have. Arguments as
+    ``CheckpointLoader`` (``load_path``, ``load_dict``, ``name``, ``map_location``, ``strict``).
+    """
+
+    def __call__(self, engine: Engine) -> None:
+        checkpoint = load_checkpoint(self.load_path, map_location=self.map_location)
+        missing = [k for k in self.load_dict if k not in checkpoint]
+        if missing:
+            raise KeyError(
+                f"{self.load_path}: no {missing} in this checkpoint (it holds {sorted(checkpoint)}); "
+                "was it written by the monai_bigan training bundle?"
+            )
+        Checkpoint.load_objects(to_load=self.load_dict, checkpoint=checkpoint, strict=self.strict)
+        self.logger.info(f"Restored {sorted(self.load_dict)} from {self.load_path}")

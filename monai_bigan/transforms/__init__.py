@@ -13,5 +13,5 @@
 from __future__ import annotations
 
 from .calibration import ScoreCalibrationd
-from .checks import CheckImaged, InvalidImageError
+from .checks import CheckImaged, CheckInputd, InvalidImageError
 from .scoring import AnomalyScored

@@ -12,13 +12,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+import os
+from collections.abc import Hashable, Mapping, Sequence
 
+import numpy as np
+import pydicom
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-__all__ = ["CheckImaged", "InvalidImageError"]
+__all__ = ["CheckImaged", "CheckInputd", "InvalidImageError"]
 
 
 class InvalidImageError(ValueError):
@@ -41,6 +44,10 @@ class CheckImaged(MapTransform):
             volume pipeline when ``allow_2d`` is True.
         num_channels: expected channels after ``EnsureChannelFirst``.
         min_size: smallest accepted size of each spatial dimension.
+        max_voxels: largest accepted number of voxels (the default, 2**28, is 1 GiB as float32): bigger inputs are
+            almost always a mistake (wrong file, or a 4D series read as a volume) and would exhaust memory.
+        spacing_range: accepted voxel spacing in mm (from the affine); outside it the header is almost certainly
+            wrong (e.g. 0 or 1e6 mm), and resampling would produce garbage.
         allow_missing_keys: don't raise if a key is missing.
 
     Example::
@@ -54,12 +61,16 @@ class CheckImaged(MapTransform):
         spatial_dims: int = 3,
         num_channels: int = 1,
         min_size: int = 2,
+        max_voxels: int = 2**28,
+        spacing_range: Sequence[float] = (0.01, 50.0),
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.spatial_dims = spatial_dims
         self.num_channels = num_channels
         self.min_size = min_size
+        self.max_voxels = max_voxels
+        self.spacing_range = (float(spacing_range[0]), float(spacing_range[1]))
 
     def check(self, img: torch.Tensor) -> None:
         """Raise :py:class:`InvalidImageError` if ``img`` (channel first) cannot be scored."""
@@ -78,6 +89,20 @@ class CheckImaged(MapTransform):
             )
         if min(shape[1:]) < self.min_size:
             raise InvalidImageError(f"{name}: image is empty or too small, spatial shape {shape[1:]}.")
+        if int(np.prod(shape)) > self.max_voxels:
+            raise InvalidImageError(
+                f"{name}: image has {int(np.prod(shape)):,} voxels (shape {shape}), more than the limit of "
+                f"{self.max_voxels:,}; check that this is the right file."
+            )
+        pixdim = getattr(img, "pixdim", None)
+        if pixdim is not None:
+            spacing = [float(v) for v in torch.as_tensor(pixdim).reshape(-1)[: self.spatial_dims]]
+            low, high = self.spacing_range
+            if any(not low <= v <= high for v in spacing):
+                raise InvalidImageError(
+                    f"{name}: voxel spacing {tuple(round(v, 4) for v in spacing)} mm is outside the accepted range "
+                    f"[{low:g}, {high:g}] mm; the header (affine / pixdim) is probably wrong."
+                )
         data = torch.as_tensor(img)
         finite = torch.isfinite(data)
         if not bool(finite.all()):
@@ -90,4 +115,59 @@ class CheckImaged(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             self.check(d[key])
+        return d
+
+
+class CheckInputd(MapTransform):
+    """
+    Check input paths before loading, so that common problems get a clear message naming the file instead of a
+    reader's traceback: a missing file or folder, an empty (0-byte) file, a folder without DICOM files, and a DICOM
+    folder that mixes several series (which a reader would otherwise stack into one nonsensical volume).
+
+    Args:
+        keys: keys holding input paths.
+        allow_missing_keys: don't raise if a key is missing.
+
+    Example::
+
+        CheckInputd("image")({"image": "/data/ct_series_01"})
+    """
+
+    def __init__(self, keys: KeysCollection = "image", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    @staticmethod
+    def check(path: str | os.PathLike) -> None:
+        """Raise :py:class:`InvalidImageError` if ``path`` cannot hold one scan."""
+        name = os.fspath(path)
+        if not os.path.exists(name):
+            raise InvalidImageError(f"{name}: file or folder not found.")
+        if os.path.isfile(name):
+            if os.path.getsize(name) == 0:
+                raise InvalidImageError(f"{name}: empty file (0 bytes).")
+            return
+        files = sorted(os.path.join(name, f) for f in os.listdir(name) if not f.startswith("."))
+        series: dict[str, int] = {}
+        for f in files:
+            if not os.path.isfile(f) or not pydicom.misc.is_dicom(f):
+                continue
+            try:
+                header = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+            except Exception as e:  # a truncated header is reported with the file that has it
+                raise InvalidImageError(f"{f}: unreadable DICOM header ({e}).") from e
+            uid = str(getattr(header, "SeriesInstanceUID", "<no SeriesInstanceUID>"))
+            series[uid] = series.get(uid, 0) + 1
+        if not series:
+            raise InvalidImageError(f"{name}: folder holds no DICOM files.")
+        if len(series) > 1:
+            counts = ", ".join(f"{uid} ({n} files)" for uid, n in series.items())
+            raise InvalidImageError(
+                f"{name}: folder mixes {len(series)} DICOM series: {counts}; put each series in its own folder."
+            )
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if isinstance(d[key], (str, os.PathLike)):
+                self.check(d[key])
         return d

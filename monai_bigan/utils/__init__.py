@@ -14,6 +14,6 @@ from __future__ import annotations
 
 from .bundle import default_bundle_root, require_file
 from .calibration import ScoreCalibration
-from .checkpoint import RNGState, find_checkpoints
+from .checkpoint import RNGState, UnsafeCheckpointError, find_checkpoints, load_checkpoint
 from .ema import ema_decay_at, update_ema
 from .enums import AnomalyKeys, BiGANIterationEvents, BiGANKeys

@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import glob
 import os
+import pickle
 import random
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from monai.transforms import Randomizable
 
-__all__ = ["RNGState", "find_checkpoints"]
+__all__ = ["RNGState", "UnsafeCheckpointError", "find_checkpoints", "load_checkpoint"]
 
 
 def _numpy_state_to_list(state: tuple) -> list:
@@ -145,3 +147,40 @@ def find_checkpoints(ckpt_dir: str | os.PathLike, pattern: str = "checkpoint_epo
         if numbers and os.path.isfile(path):
             found.append((int(numbers[-1]), path))
     return sorted(found, key=lambda item: item[0], reverse=True)
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint that holds arbitrary Python objects, which loading would execute."""
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> dict:
+    """
+    Load a checkpoint with ``torch.load(weights_only=True)``, which only accepts tensors and plain containers, and turn
+    the errors into messages that name the file and say what to do.
+
+    Args:
+        path: the checkpoint file.
+        map_location: where to map the tensors, as in ``torch.load``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        UnsafeCheckpointError: the file holds pickled Python objects beyond tensors and containers; it is refused
+            because unpickling them can run arbitrary code.
+        ValueError: the file is truncated or not a PyTorch checkpoint, or its top level is not a dictionary.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found.")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpointError(
+            f"{path}: refusing to load this checkpoint: it holds arbitrary Python objects, not only tensors and "
+            "containers, and unpickling them could run code. Re-save it with state dicts only "
+            f"(torch.save({{'network': net.state_dict(), ...}})). Details: {str(e).splitlines()[0]}"
+        ) from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from e
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path}: expected a dictionary of state dicts, got {type(checkpoint).__name__}.")
+    return checkpoint

@@ -200,3 +200,19 @@ def test_cli_exit_status_reports_failures(trained_bundle, tmp_path, tiny_dataset
     assert proc.returncode != 0
     assert "broken.nii.gz" in proc.stdout + proc.stderr
     assert (tmp_path / "out" / "good_heatmap.nii.gz").is_file()
+
+
+def test_outputs_stay_in_the_output_folder_for_inputs_outside_the_dataset(trained_bundle, tiny_dataset, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(tiny_dataset / "test_0.nii.gz", outside / "scan.nii.gz")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "datalist.json").write_text(json.dumps({"test": [{"image": "../outside/scan.nii.gz"}]}))
+    out = tmp_path / "out"
+    _, run = _infer(trained_bundle, data, out)
+    run()
+    assert (out / "scan_heatmap.nii.gz").is_file()
+    written = {p.name for p in tmp_path.rglob("*") if p.is_file()} - {"scan.nii.gz", "datalist.json"}
+    assert all((out / name).exists() for name in written), written
+    assert sorted(p.name for p in outside.iterdir()) == ["scan.nii.gz"]

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from ignite.engine import Engine
+
+from monai_bigan.handlers import SafeCheckpointLoader
+from monai_bigan.utils import UnsafeCheckpointError, load_checkpoint
+
+
+class Payload:
+    """An arbitrary object: unpickling it could run code, so it must be refused."""
+
+    def __init__(self) -> None:
+        self.value = 1
+
+
+def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"network": {"w": torch.zeros(1)}, "extra": Payload()}, path)
+    with pytest.raises(UnsafeCheckpointError, match="evil.pt: refusing to load"):
+        load_checkpoint(path)
+    net = torch.nn.Linear(1, 1)
+    loader = SafeCheckpointLoader(str(path), {"network": net})
+    with pytest.raises(UnsafeCheckpointError):
+        loader(Engine(lambda e, b: None))
+
+
+def test_truncated_missing_and_wrong_checkpoints(tmp_path):
+    net = torch.nn.Linear(2, 2)
+    good = tmp_path / "good.pt"
+    torch.save({"network": net.state_dict()}, good)
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:100])
+    with pytest.raises(ValueError, match="cut.pt: not a readable PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "cut.pt")
+    with pytest.raises(FileNotFoundError, match="nothing.pt"):
+        load_checkpoint(tmp_path / "nothing.pt")
+    with pytest.raises(KeyError, match="no \\['ema_network'\\]"):
+        SafeCheckpointLoader(str(good), {"ema_network": net})(Engine(lambda e, b: None))
+    other = torch.nn.Linear(2, 2)
+    SafeCheckpointLoader(str(good), {"network": other})(Engine(lambda e, b: None))
+    torch.testing.assert_close(other.weight, net.weight)

@@ -33,6 +33,7 @@ from monai.transforms import Compose, Invertd, SaveImage
 
 from monai_bigan.data.datalist import load_datalist
 from monai_bigan.data.guarded import describe_error
+from monai_bigan.data.preflight import preflight_check
 from monai_bigan.handlers.report import worst_axial_slice
 from monai_bigan.io import AtomicNibabelWriter
 from monai_bigan.io.atomic import atomic_write_text
@@ -148,6 +149,8 @@ class BaselineEvaluation:
         training = load_datalist(self.dataset_dir, "training")
         validation = load_datalist(self.dataset_dir, "validation", required=False)
         test = [{"image": e["image"]} for e in load_datalist(self.dataset_dir, "test", check_files=False)]
+        # a bad training file stops the fit with one message listing every bad file, as training does
+        preflight_check(training, self.preprocessing)
         logger.info(f"{self.name}: fitting on {len(training)} healthy training scans")
         self.baseline.fit(self._images(training))
         self.baseline.to(self.device)

@@ -32,6 +32,13 @@ BAD = {
     "all-nan": (_nifti(np.full((24, 28, 20), np.nan)), "NaN"),
     "constant": (_nifti(np.full((24, 28, 20), 7.0)), "constant"),
     "4d": (_nifti(np.random.rand(24, 28, 20, 3)), "channel"),
+    "empty-file": (lambda path: path.write_bytes(b""), "empty file"),
+    "zero-spacing": (
+        lambda path: nib.save(
+            nib.Nifti1Image(np.random.rand(24, 28, 20).astype(np.float32), np.diag([1e-5, 2, 2, 1])), path
+        ),
+        "voxel spacing",
+    ),
 }
 
 

@@ -80,3 +80,30 @@ def test_compute_metrics_matches_sklearn_on_written_scores(tmp_path):
 def test_output_stem():
     assert output_stem("/a/b/case_1.nii.gz") == "case_1"
     assert output_stem("/a/dicom_series/") == "dicom_series"
+
+
+def test_baseline_refuses_bad_training_files(tiny_dataset, tmp_path):
+    import shutil
+
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Resized
+
+    from monai_bigan.baselines import ZScoreBaseline
+    from monai_bigan.transforms import CheckImaged, CheckInputd
+    from monai_bigan.workflows import BaselineEvaluation
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    (data / "training_1.nii.gz").write_bytes(b"truncated")
+    preprocessing = Compose(
+        [
+            CheckInputd("image"),
+            LoadImaged("image", image_only=True),
+            EnsureChannelFirstd("image"),
+            CheckImaged("image"),
+            Resized("image", (8, 8, 8)),
+        ]
+    )
+    evaluation = BaselineEvaluation("zscore", ZScoreBaseline(), preprocessing, data, tmp_path / "out")
+    with pytest.raises(ValueError, match="training_1.nii.gz"):
+        evaluation.run()
+    assert not (tmp_path / "out" / "scores.json").exists()

@@ -46,6 +46,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7.0"],
+        # ONNX export of the scorer and its parity tests (torch.onnx's dynamo exporter needs onnxscript)
+        "export": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
         # MONAI Label app (monai_bigan/label). monailabel itself and pydicom-seg are installed with --no-deps (see
         # README): their declared dependencies pull torchvision and SAM2, and that torchvision breaks beside the CPU
         # torch wheel. pydicom < 3 because pydicom-seg uses pydicom 2 APIs.

@@ -115,14 +115,16 @@ def run_trainer(net, ema, eg_opt, d_opt, loader, device, amp, iterations):
     trainer.run()
 
 
-def overhead(device: torch.device, amp: bool, size: int, batch: int, iterations: int, repeats: int) -> dict:
-    data = [{"image": torch.rand(1, size, size) * 2 - 1} for _ in range(batch * 8)]
+def overhead(
+    device: torch.device, amp: bool, size: int, batch: int, iterations: int, repeats: int, spatial_dims: int = 2
+) -> dict:
+    data = [{"image": torch.rand((1,) + (size,) * spatial_dims) * 2 - 1} for _ in range(batch * 8)]
     loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, drop_last=True)
     results = {"trainer": [], "loop": []}
     for r in range(repeats + 1):  # the first round warms up
         for kind in ("loop", "trainer") if r % 2 else ("trainer", "loop"):
             set_determinism(0)
-            net = make_bigan(size, device)
+            net = make_bigan(size, device, spatial_dims)
             ema = copy.deepcopy(net)
             eg_opt, d_opt = optimizers(net)
             sync(device)
@@ -168,14 +170,16 @@ def loader_wait(device: torch.device, amp: bool, epochs: int, num_workers: int |
     return {"epoch_s": total / epochs, "wait_fraction": waits["wait"] / total, "ips": images / total}
 
 
-def scaling(device: torch.device, amp: bool, sizes: list[int], batch: int, iterations: int) -> list[dict]:
+def scaling(
+    device: torch.device, amp: bool, sizes: list[int], batch: int, iterations: int, spatial_dims: int = 2
+) -> list[dict]:
     rows = []
     for size in sizes:
         set_determinism(0)
-        net = make_bigan(size, device)
+        net = make_bigan(size, device, spatial_dims)
         ema = copy.deepcopy(net)
         eg_opt, d_opt = optimizers(net)
-        data = [{"image": torch.rand(1, size, size) * 2 - 1} for _ in range(batch * 4)]
+        data = [{"image": torch.rand((1,) + (size,) * spatial_dims) * 2 - 1} for _ in range(batch * 4)]
         loader = torch.utils.data.DataLoader(data, batch_size=batch, drop_last=True)
         plain_loop(net, ema, eg_opt, d_opt, loader, device, amp, 2)  # warm-up
         if device.type == "cuda":
@@ -204,6 +208,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--sizes", default="32,64,128")
+    parser.add_argument("--spatial_dims", type=int, default=2, choices=(2, 3), help="2D slices or 3D volumes")
     parser.add_argument("--num_workers", type=int, default=None, help="override the bundle's loader workers")
     parser.add_argument("--only", default="overhead,loader,scaling", help="comma-separated parts to run")
     args = parser.parse_args()
@@ -224,8 +229,10 @@ def main() -> None:
 
 
 def report_overhead(device: torch.device, amp: bool, args: argparse.Namespace) -> None:
-    o = overhead(device, amp, 64, args.batch, args.iterations, args.repeats)
-    print("| 64x64, batch %d, %d iterations, best of %d | images/s |" % (args.batch, args.iterations, args.repeats))
+    size = 64 if args.spatial_dims == 2 else 32
+    o = overhead(device, amp, size, args.batch, args.iterations, args.repeats, args.spatial_dims)
+    shape = "x".join([str(size)] * args.spatial_dims)
+    print(f"| {shape}, batch {args.batch}, {args.iterations} iterations, best of {args.repeats} | images/s |")
     print("| --- | ---: |")
     print(f"| plain PyTorch loop | {o['loop_ips']:.1f} |")
     print(f"| BiGANTrainer (Ignite) | {o['trainer_ips']:.1f} |")
@@ -243,12 +250,13 @@ def report_loader(device: torch.device, amp: bool, args: argparse.Namespace) -> 
 
 
 def report_scaling(device: torch.device, amp: bool, args: argparse.Namespace) -> None:
-    rows = scaling(device, amp, [int(s) for s in args.sizes.split(",")], args.batch, max(args.iterations // 2, 5))
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = scaling(device, amp, sizes, args.batch, max(args.iterations // 2, 5), args.spatial_dims)
     print("| image size | parameters (E+G+D) | s / iteration | images/s | peak memory |")
     print("| ---: | ---: | ---: | ---: | --- |")
     for r in rows:
         print(
-            f"| {r['size']}x{r['size']} | {r['params'] / 1e6:.1f} M | {r['per_iter']:.3f} | {r['ips']:.1f} | {r['memory']} |"
+            f"| {'x'.join([str(r['size'])] * args.spatial_dims)} | {r['params'] / 1e6:.1f} M | {r['per_iter']:.3f} | {r['ips']:.1f} | {r['memory']} |"
         )
 
 

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 
 from monai_bigan.losses import BiGANLoss
 from monai_bigan.networks import BiGAN
+from monai_bigan.utils.distributed import get_world_size, sync_buffers, unwrap_bigan, unwrap_module
 from monai_bigan.utils.ema import ema_decay_at, update_ema
 from monai_bigan.utils.enums import BiGANIterationEvents, BiGANKeys
 
@@ -73,7 +74,9 @@ class BiGANTrainer(Trainer):
         device: device to train on, e.g. ``"cuda:0"`` or ``"cpu"``.
         max_epochs: number of epochs.
         train_data_loader: loader of healthy images; batches are dicts with ``image_key`` or plain tensors.
-        network: the :py:class:`monai_bigan.networks.BiGAN` container (encoder, generator, discriminator).
+        network: the :py:class:`monai_bigan.networks.BiGAN` container (encoder, generator, discriminator). For
+            multi-GPU training its three networks may each be wrapped in ``DistributedDataParallel``, see
+            :py:func:`monai_bigan.utils.distributed.ddp_bigan`; the EMA is then taken over the unwrapped networks.
         eg_optimizer: optimizer over the encoder and generator parameters (one joint step).
         d_optimizer: optimizer over the discriminator parameters.
         loss_function: adversarial loss, called as ``loss_function(real_logits, fake_logits, for_discriminator)``.
@@ -192,9 +195,15 @@ class BiGANTrainer(Trainer):
         self.ema_network = ema_network
         self.ema_decay = ema_decay
         self.ema_warmup = ema_warmup
+        # the same modules without DDP wrappers (``network`` itself when none is wrapped), for the EMA
+        self._plain_network = unwrap_bigan(network)
+        # the DDP-wrapped networks, whose buffers are re-synchronized from rank 0 after each iteration
+        self._ddp_networks = [
+            m for m in (network.encoder, network.generator, network.discriminator) if unwrap_module(m) is not m
+        ]
         if ema_network is not None:
             ema_decay_at(ema_decay, 0)  # validates the decay early
-            ema_network.load_state_dict(network.state_dict())
+            ema_network.load_state_dict(self._plain_network.state_dict())
             ema_network.requires_grad_(False).eval()
         if recon_weight < 0:
             raise ValueError(f"recon_weight must be non-negative, got {recon_weight}.")
@@ -273,13 +282,15 @@ class BiGANTrainer(Trainer):
         engine.state.output[BiGANKeys.D_LOSS] = d_loss.detach()
         engine.fire_event(BiGANIterationEvents.DISCRIMINATOR_COMPLETED)
 
-        # joint encoder + generator step through the updated D, whose parameters get no gradient here
+        # joint encoder + generator step through the updated D, whose parameters get no gradient here; a DDP-wrapped
+        # D is called unwrapped, so that DDP expects no gradient reduction for it in this backward pass
         engine.eg_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         discriminator.requires_grad_(False)
+        plain_discriminator = unwrap_module(discriminator)
         try:
             with engine._autocast():
-                real_logits, _ = discriminator(reals, enc_latents)
-                fake_logits, _ = discriminator(fakes, latents)
+                real_logits, _ = plain_discriminator(reals, enc_latents)
+                fake_logits, _ = plain_discriminator(fakes, latents)
                 eg_loss = engine.loss_function(real_logits, fake_logits, for_discriminator=False)
                 if engine.recon_weight > 0:
                     recon_loss = (generator(enc_latents) - reals).abs().mean()
@@ -293,11 +304,13 @@ class BiGANTrainer(Trainer):
         engine.state.output[BiGANKeys.EG_LOSS] = eg_loss.detach()
         engine.state.output[BiGANKeys.LOSS] = (d_loss + eg_loss).detach()
         engine._count_nonfinite(d_loss.detach(), eg_loss.detach())
+        for module in engine._ddp_networks:  # rank 0's BatchNorm statistics everywhere, as DDP uses them
+            sync_buffers(module)
         engine.fire_event(BiGANIterationEvents.ENCODER_GENERATOR_COMPLETED)
 
         if engine.ema_network is not None:
             decay = ema_decay_at(engine.ema_decay, engine.state.iteration - 1, engine.ema_warmup)
-            update_ema(engine.ema_network, net, decay)
+            update_ema(engine.ema_network, engine._plain_network, decay)
             engine.fire_event(BiGANIterationEvents.EMA_COMPLETED)
         return engine.state.output
 
@@ -316,9 +329,15 @@ class BiGANTrainer(Trainer):
         """
         Raise :py:class:`NonFiniteLossError` when more than ``max_nonfinite_steps`` steps had a NaN or infinite loss
         (one host-device sync). Registered on ``ITERATION_COMPLETED(every=check_finite_every)`` and
-        ``EPOCH_COMPLETED``.
+        ``EPOCH_COMPLETED``. In distributed training the counts are summed over the ranks (one all-reduce), so that
+        all ranks stop together.
         """
-        d_count, eg_count, steps, first = (int(v) for v in self._nonfinite.tolist())
+        counts = self._nonfinite
+        if get_world_size() > 1:
+            counts = counts.clone()
+            torch.distributed.all_reduce(counts[:3])
+            torch.distributed.all_reduce(counts[3:], op=torch.distributed.ReduceOp.MAX)  # some rank's first
+        d_count, eg_count, steps, first = (int(v) for v in counts.tolist())
         if steps <= self.max_nonfinite_steps:
             return
         which = " and ".join(

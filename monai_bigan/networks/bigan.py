@@ -70,8 +70,11 @@ class BiGAN(nn.Module):
 
     @property
     def latent_size(self) -> int:
-        """Size of the latent code, read from the encoder."""
-        return int(self.encoder.latent_size)
+        """Size of the latent code, read from the encoder (unwrapped from ``DistributedDataParallel`` if needed)."""
+        encoder = self.encoder
+        while not hasattr(encoder, "latent_size") and isinstance(getattr(encoder, "module", None), nn.Module):
+            encoder = encoder.module
+        return int(encoder.latent_size)
 
     @torch.jit.export
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,3 +17,4 @@ from .calibration import ScoreCalibration
 from .checkpoint import RNGState, UnsafeCheckpointError, find_checkpoints, load_checkpoint
 from .ema import ema_decay_at, update_ema
 from .enums import AnomalyKeys, BiGANIterationEvents, BiGANKeys
+from .performance import amp_dtype, channels_last_kwargs, compile_networks

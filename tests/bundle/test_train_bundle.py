@@ -126,3 +126,13 @@ def _chain(exc):
     while exc is not None:
         yield exc
         exc = exc.__cause__ or exc.__context__
+
+
+def test_gpu_speed_options_run_on_cpu(tmp_path, tiny_dataset):
+    """channels-last 2D batches and the cudnn flag are wired through the bundle (AMP stays off without CUDA)."""
+    wf = _workflow(TRAIN, tmp_path / "bundle", tiny_dataset, channels_last=True, cudnn_benchmark=True, **TINY_2D)
+    wf.run()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert trainer.to_kwargs == {"memory_format": torch.channels_last}
+    assert trainer.amp is False
+    assert (tmp_path / "bundle" / "models" / "model.pt").is_file()

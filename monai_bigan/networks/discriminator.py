@@ -28,7 +28,7 @@ from monai.networks import normal_init
 from monai.networks.blocks import Convolution
 from monai.networks.layers.utils import get_act_layer, get_dropout_layer
 
-from monai_bigan.networks.encoder import _apply_spectral_norm, _bottom_shape, _check_layers, _scale_padding
+from monai_bigan.networks.encoder import _apply_spectral_norm, _bottom_shape, _check_layers, _downsampling
 
 __all__ = ["JointDiscriminator"]
 
@@ -119,25 +119,7 @@ class JointDiscriminator(nn.Module):
         self.in_shape = tuple(in_shape)
         self.latent_size = latent_size
 
-        self.x_net = nn.Sequential()
-        in_channels = in_shape[0]
-        for i, (c, s) in enumerate(zip(channels, strides)):
-            padding, _ = _scale_padding(kernel_size, s)
-            self.x_net.add_module(
-                f"down{i}",
-                Convolution(
-                    spatial_dims=spatial_dims,
-                    in_channels=in_channels,
-                    out_channels=c,
-                    strides=s,
-                    kernel_size=kernel_size,
-                    act=act,
-                    norm=norm if i > 0 else None,
-                    dropout=dropout,
-                    padding=padding,
-                ),
-            )
-            in_channels = c
+        self.x_net = _downsampling(spatial_dims, in_shape[0], channels, strides, kernel_size, act, norm, dropout)
         self.x_net.add_module("flatten", nn.Flatten())
 
         self.z_net = self._dense(latent_size, latent_features, act, dropout)

@@ -128,6 +128,38 @@ def _apply_spectral_norm(modules: Sequence[nn.Module]) -> None:
         _spectral_norm(module)
 
 
+def _downsampling(
+    spatial_dims: int,
+    in_channels: int,
+    channels: Sequence[int],
+    strides: Sequence[int],
+    kernel_size: int,
+    act: tuple | str | None,
+    norm: tuple | str | None,
+    dropout: tuple | str | float | None,
+) -> nn.Sequential:
+    """Strided convolutions ``down0, down1, ...``; no normalization on the first one, as in DCGAN and EGBAD."""
+    layers = nn.Sequential()
+    for i, (c, s) in enumerate(zip(channels, strides)):
+        padding, _ = _scale_padding(kernel_size, s)
+        layers.add_module(
+            f"down{i}",
+            Convolution(
+                spatial_dims=spatial_dims,
+                in_channels=in_channels,
+                out_channels=c,
+                strides=s,
+                kernel_size=kernel_size,
+                act=act,
+                norm=norm if i > 0 else None,
+                dropout=dropout,
+                padding=padding,
+            ),
+        )
+        in_channels = c
+    return layers
+
+
 class Encoder(nn.Module):
     """
     BiGAN/EGBAD encoder ``E(x) = z``: strided convolutions, flatten, then a linear layer to the latent code.
@@ -196,25 +228,7 @@ class Encoder(nn.Module):
         self.in_shape = tuple(in_shape)
         self.latent_size = latent_size
 
-        self.down = nn.Sequential()
-        in_channels = in_shape[0]
-        for i, (c, s) in enumerate(zip(channels, strides)):
-            padding, _ = _scale_padding(kernel_size, s)
-            self.down.add_module(
-                f"down{i}",
-                Convolution(
-                    spatial_dims=spatial_dims,
-                    in_channels=in_channels,
-                    out_channels=c,
-                    strides=s,
-                    kernel_size=kernel_size,
-                    act=act,
-                    norm=norm if i > 0 else None,
-                    dropout=dropout,
-                    padding=padding,
-                ),
-            )
-            in_channels = c
+        self.down = _downsampling(spatial_dims, in_shape[0], channels, strides, kernel_size, act, norm, dropout)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(channels[-1] * math.prod(bottom), latent_size)
 

@@ -106,3 +106,34 @@ def test_workflow_reuses_the_inference_config_and_inverts_to_input_geometry(trai
     stat = bundle.ckpt_file.stat()
     os.utime(bundle.ckpt_file, (stat.st_atime, stat.st_mtime + 10))
     assert model.get("cpu") is not wf
+
+
+@pytest.mark.parametrize(
+    "kind, words",
+    [("nan", "NaN"), ("constant", "constant"), ("truncated", "nan_or_broken.nii.gz"), ("missing", "not found")],
+)
+def test_bad_input_names_the_file_in_monai_label(trained_label_bundle, tmp_path, kind, words):
+    """The app's pre-processing is the bundle's, so a bad scan gets the same clear error naming it."""
+    from monai_bigan.transforms import InvalidImageError
+
+    path = tmp_path / "nan_or_broken.nii.gz"
+    if kind == "nan":
+        nib.save(nib.Nifti1Image(np.full((12, 12, 8), np.nan, np.float32), np.eye(4)), path)
+    elif kind == "constant":
+        nib.save(nib.Nifti1Image(np.zeros((12, 12, 8), np.float32), np.eye(4)), path)
+    elif kind == "truncated":
+        nib.save(nib.Nifti1Image(np.random.rand(12, 12, 8).astype(np.float32), np.eye(4)), path)
+        path.write_bytes(path.read_bytes()[:60])
+    wf = InferenceModel(LabelBundle.from_conf(trained_label_bundle, {"bundle_root": str(trained_label_bundle)})).get(
+        "cpu"
+    )
+    data = {"image": str(path)}
+    with pytest.raises(Exception) as info:
+        for t in wf.preprocessing:
+            data = t(data)
+    text, exc = "", info.value
+    while exc is not None:
+        text, exc = text + str(exc), exc.__cause__ or exc.__context__
+    assert str(path) in text and words in text
+    if kind in ("nan", "constant", "missing"):
+        assert isinstance(info.value, InvalidImageError) or "InvalidImageError" in text

@@ -36,9 +36,11 @@ import time
 import torch
 from ignite.engine import Events
 from monai.bundle import ConfigParser
+from monai.inferers import SimpleInferer, SliceInferer
 from monai.utils import set_determinism
 
 from monai_bigan.engines import BiGANTrainer
+from monai_bigan.inferers import AnomalyScorer
 from monai_bigan.losses import BiGANLoss
 from monai_bigan.networks import BiGAN, Encoder, Generator, JointDiscriminator
 from monai_bigan.utils import ema_decay_at, update_ema
@@ -195,8 +197,40 @@ def scaling(
         else:
             memory = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB max RSS (+{(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024:.0f})"
         params = sum(p.numel() for p in net.parameters())
-        rows.append({"size": size, "per_iter": per_iter, "ips": batch / per_iter, "params": params, "memory": memory})
+        per_volume = score_volume_time(net, size, device, amp, spatial_dims)
+        rows.append(
+            {
+                "size": size,
+                "per_iter": per_iter,
+                "ips": batch / per_iter,
+                "params": params,
+                "memory": memory,
+                "per_volume": per_volume,
+            }
+        )
     return rows
+
+
+def score_volume_time(
+    net: BiGAN, size: int, device: torch.device, amp: bool, spatial_dims: int, depth: int = 77
+) -> float:
+    """Model time to score one volume: 2D models slice by slice (SliceInferer, 128 slices per batch), 3D whole."""
+    scorer = AnomalyScorer(net).eval()
+    if spatial_dims == 2:
+        volume = torch.rand(1, 1, size, size, depth, device=device) * 2 - 1
+        inferer = SliceInferer(spatial_dim=2, roi_size=(size, size), sw_batch_size=128, progress=False)
+    else:
+        volume = torch.rand((1, 1) + (size,) * 3, device=device) * 2 - 1
+        inferer = SimpleInferer()
+    times = []
+    for _ in range(3):
+        sync(device)
+        start = time.perf_counter()
+        with torch.no_grad(), torch.autocast(device.type, enabled=amp):
+            inferer(volume, scorer)
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def main() -> None:
@@ -252,11 +286,11 @@ def report_loader(device: torch.device, amp: bool, args: argparse.Namespace) -> 
 def report_scaling(device: torch.device, amp: bool, args: argparse.Namespace) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = scaling(device, amp, sizes, args.batch, max(args.iterations // 2, 5), args.spatial_dims)
-    print("| image size | parameters (E+G+D) | s / iteration | images/s | peak memory |")
-    print("| ---: | ---: | ---: | ---: | --- |")
+    print("| image size | parameters (E+G+D) | s / iteration | images/s | model s / volume | peak memory |")
+    print("| ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
         print(
-            f"| {'x'.join([str(r['size'])] * args.spatial_dims)} | {r['params'] / 1e6:.1f} M | {r['per_iter']:.3f} | {r['ips']:.1f} | {r['memory']} |"
+            f"| {'x'.join([str(r['size'])] * args.spatial_dims)} | {r['params'] / 1e6:.1f} M | {r['per_iter']:.3f} | {r['ips']:.1f} | {r['per_volume']:.3f} | {r['memory']} |"
         )
 
 

@@ -73,3 +73,21 @@ def tiny_dataset(tmp_path_factory) -> Path:
 def _seed():
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+def train_tiny_bundle(root: Path, dataset_dir: Path, config_file, **overrides) -> Path:
+    """Run the training bundle for one epoch (unless overridden) into ``root`` and return it."""
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(
+        config_file=config_file,
+        workflow_type="train",
+        run_id="training",
+        bundle_root=str(root),
+        dataset_dir=str(dataset_dir),
+        **{"max_epochs": 1, **overrides},
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return root

@@ -20,7 +20,7 @@ from pydicom.uid import generate_uid
 
 from monai_bigan.utils import ScoreCalibration
 from tests.bundle.test_train_bundle import TINY_2D, TRAIN
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, train_tiny_bundle
 
 INFERENCE = str(REPO_ROOT / "bundles" / "bigan" / "inference.json")
 TINY_INFER = {k: v for k, v in TINY_2D.items() if k not in ("slices_per_volume", "batch_size")}
@@ -29,17 +29,7 @@ TINY_INFER = {k: v for k, v in TINY_2D.items() if k not in ("slices_per_volume",
 @pytest.fixture(scope="module")
 def trained_bundle(tmp_path_factory, tiny_dataset):
     root = tmp_path_factory.mktemp("trained")
-    wf = ConfigWorkflow(
-        config_file=TRAIN,
-        workflow_type="train",
-        run_id="training",
-        bundle_root=str(root),
-        dataset_dir=str(tiny_dataset),
-        max_epochs=1,
-        **TINY_2D,
-    )
-    wf.initialize()
-    wf.run()
+    train_tiny_bundle(root, tiny_dataset, TRAIN, **TINY_2D)
     assert (root / "models" / "calibration.json").is_file()
     return root
 

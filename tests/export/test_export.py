@@ -29,7 +29,7 @@ from monai.bundle import ConfigWorkflow
 
 from monai_bigan.export import bundle_parser, export_bundle, load_scorer
 from tests.bundle.test_train_bundle import PRESET_3D, TINY_2D, TINY_3D, TRAIN
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, train_tiny_bundle
 
 BUNDLE = REPO_ROOT / "bundles" / "bigan"
 INFERENCE = str(BUNDLE / "inference.json")
@@ -63,18 +63,7 @@ def exported(request, tmp_path_factory, tiny_dataset):
     """A bundle trained for one epoch on the tiny data, with models/model.ts (and model.onnx when onnx is here)."""
     dims = request.param
     root = tmp_path_factory.mktemp(f"export_{dims}")
-    wf = ConfigWorkflow(
-        config_file=CASES[dims]["train"],
-        workflow_type="train",
-        run_id="training",
-        bundle_root=str(root),
-        dataset_dir=str(tiny_dataset),
-        max_epochs=1,
-        **CASES[dims]["tiny"],
-    )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
+    train_tiny_bundle(root, tiny_dataset, CASES[dims]["train"], **CASES[dims]["tiny"])
     written = export_bundle(
         root, "all" if HAS_ONNX else "torchscript", config_file=CASES[dims]["infer"], **_infer_overrides(dims)
     )

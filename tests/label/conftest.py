@@ -15,10 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from monai.bundle import ConfigWorkflow
 
 from monai_bigan.label.workflow import LabelBundle
 from tests.bundle.test_train_bundle import TINY_2D, TRAIN
+from tests.conftest import train_tiny_bundle
 
 #: network settings of the tiny model, as the app's train task saves them beside the model
 TINY_NETWORK = {k: v for k, v in TINY_2D.items() if k not in ("slices_per_volume", "batch_size")}
@@ -28,19 +28,7 @@ TINY_NETWORK = {k: v for k, v in TINY_2D.items() if k not in ("slices_per_volume
 def trained_label_bundle(tmp_path_factory, tiny_dataset) -> Path:
     """A bundle root with a tiny model trained 1 epoch, and its network overrides in models/configs_override.json."""
     root = tmp_path_factory.mktemp("label_bundle")
-    wf = ConfigWorkflow(
-        config_file=TRAIN,
-        workflow_type="train",
-        run_id="training",
-        bundle_root=str(root),
-        dataset_dir=str(tiny_dataset),
-        max_epochs=1,
-        device="$torch.device('cpu')",
-        **TINY_2D,
-    )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
+    train_tiny_bundle(root, tiny_dataset, TRAIN, device="$torch.device('cpu')", **TINY_2D)
     LabelBundle.from_conf(root, {"bundle_root": str(root)}).save_overrides(TINY_NETWORK)
     assert (root / "models" / "model.pt").is_file() and (root / "models" / "calibration.json").is_file()
     return root

@@ -33,9 +33,12 @@ __all__ = [
     "DEMO_INFO_FILENAME",
     "ensure_demo_data",
     "generate_demo_data",
+    "ensure_demo_slices",
+    "extract_demo_slices",
 ]
 
 _DEMO_NAMES = ("DEMO_FORMAT_VERSION", "DEMO_INFO_FILENAME", "ensure_demo_data", "generate_demo_data")
+_DEMO_SLICES_NAMES = ("ensure_demo_slices", "extract_demo_slices")
 
 
 def __getattr__(name: str) -> Any:
@@ -44,4 +47,8 @@ def __getattr__(name: str) -> Any:
         from . import demo
 
         return getattr(demo, name)
+    if name in _DEMO_SLICES_NAMES:
+        from . import demo_slices
+
+        return getattr(demo_slices, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

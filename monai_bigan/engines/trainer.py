@@ -14,7 +14,8 @@ Adversarial trainer for BiGAN / EGBAD (Donahue et al., arXiv:1605.09782; Zenati 
 MONAI's ``GanTrainer`` has no encoder and its discriminator sees images only, so it cannot express the joint
 discriminator D(x, z). ``BiGANTrainer`` follows ``AdversarialTrainer``'s layout instead: one discriminator step and
 one joint encoder + generator step per batch, AMP with one gradient scaler per step, and an exponential moving average
-of all three networks that validation and inference score with.
+of all the networks that validation and inference score with. ALAD's cycle-consistency discriminators D_xx and D_zz
+(Zenati et al., arXiv:1812.02288) are trained too when the ``BiGAN`` holds them.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from monai_bigan.losses import BiGANLoss
 from monai_bigan.networks import BiGAN
-from monai_bigan.utils.distributed import get_world_size, sync_buffers, unwrap_bigan, unwrap_module
+from monai_bigan.utils.distributed import bigan_parts, get_world_size, sync_buffers, unwrap_bigan, unwrap_module
 from monai_bigan.utils.ema import ema_decay_at, update_ema
 from monai_bigan.utils.enums import BiGANIterationEvents, BiGANKeys
 
@@ -65,6 +66,22 @@ class BiGANTrainer(Trainer):
            through the updated D, whose parameters are frozen for this step.
         4. Update the EMA copy ``ema_network`` (if given) with ``ema_decay``.
 
+    ALAD (Zenati et al., "Adversarially Learned Anomaly Detection", arXiv:1812.02288, reference code
+    ``alad/run.py``): when ``network.discriminator_xx`` (D_xx) and/or ``network.discriminator_zz`` (D_zz) are set,
+    step 1 also computes the cycles G(E(x)) and/or E(G(z)), and the same ``loss_function`` adds these terms:
+
+        - discriminator step: ``d_xx_loss = loss_function(D_xx(x, x), D_xx(x, G(E(x))), for_discriminator=True)`` and
+          ``d_zz_loss = loss_function(D_zz(z, z), D_zz(z, E(G(z))), for_discriminator=True)``, with G(E(x)) and
+          E(G(z)) detached; ``d_loss`` is their sum with the joint term ``d_xz_loss``.
+        - encoder + generator step: ``cycle_x_loss`` and ``cycle_z_loss``, the same calls with
+          ``for_discriminator=False`` (flipped labels, ALAD's ``cost_x`` and ``cost_z``) and gradients through the
+          cycles into E and G; D_xx and D_zz are frozen (and called unwrapped from DDP) as D is. ``eg_loss`` is their
+          sum with the joint term ``eg_xz_loss`` (and the reconstruction term, which then reuses G(E(x))).
+
+    The ``d_optimizer`` must then cover the parameters of all the discriminators
+    (``network.discriminator_parameters()``), which is checked; the EMA copy (a deep copy of the whole ``BiGAN``)
+    averages them as well.
+
     The standard Ignite events fire, so stock MONAI handlers (``StatsHandler``, ``TensorBoardStatsHandler``,
     ``CheckpointSaver``, ``ValidationHandler``, ...) work; the finer ``BiGANIterationEvents`` fire between steps.
     The output dictionary holds the keys of :py:class:`monai_bigan.utils.BiGANKeys`; losses are detached device
@@ -78,7 +95,8 @@ class BiGANTrainer(Trainer):
             multi-GPU training its three networks may each be wrapped in ``DistributedDataParallel``, see
             :py:func:`monai_bigan.utils.distributed.ddp_bigan`; the EMA is then taken over the unwrapped networks.
         eg_optimizer: optimizer over the encoder and generator parameters (one joint step).
-        d_optimizer: optimizer over the discriminator parameters.
+        d_optimizer: optimizer over the discriminator parameters, those of ALAD's D_xx and D_zz included when they are
+            set (``network.discriminator_parameters()``).
         loss_function: adversarial loss, called as ``loss_function(real_logits, fake_logits, for_discriminator)``.
         ema_network: a copy of ``network`` updated as the exponential moving average of its weights; ``None``
             disables the EMA. It is kept in eval mode and never receives gradients.
@@ -114,6 +132,9 @@ class BiGANTrainer(Trainer):
         checkpoint_dir: folder of the epoch checkpoints, only used to name the last good one in the error message.
 
     Raises:
+        TypeError: when ``network`` is not a ``BiGAN``.
+        ValueError: when ``recon_weight``, ``check_finite_every`` or ``max_nonfinite_steps`` is negative, or when
+            ``d_optimizer`` misses parameters of ``network.discriminator_xx`` or ``network.discriminator_zz``.
         NonFiniteLossError: from ``run()``, when more than ``max_nonfinite_steps`` steps had a non-finite loss.
 
     Example::
@@ -127,6 +148,13 @@ class BiGANTrainer(Trainer):
             ema_network=copy.deepcopy(net),
         )
         trainer.run()
+
+        # ALAD: the same with D_xx and D_zz; one optimizer over all three discriminators
+        net = BiGAN(
+            Encoder(2, (1, 64, 64), 64), Generator(2, 64, (1, 64, 64)), JointDiscriminator(2, (1, 64, 64), 64),
+            discriminator_xx=ImagePairDiscriminator(2, (1, 64, 64)), discriminator_zz=LatentPairDiscriminator(64),
+        )
+        d_optimizer = torch.optim.Adam(net.discriminator_parameters(), 2e-4, betas=(0.5, 0.999))
     """
 
     def __init__(
@@ -198,9 +226,8 @@ class BiGANTrainer(Trainer):
         # the same modules without DDP wrappers (``network`` itself when none is wrapped), for the EMA
         self._plain_network = unwrap_bigan(network)
         # the DDP-wrapped networks, whose buffers are re-synchronized from rank 0 after each iteration
-        self._ddp_networks = [
-            m for m in (network.encoder, network.generator, network.discriminator) if unwrap_module(m) is not m
-        ]
+        self._ddp_networks = [m for m in bigan_parts(network).values() if unwrap_module(m) is not m]
+        self._check_alad_optimizer(network, d_optimizer)
         if ema_network is not None:
             ema_decay_at(ema_decay, 0)  # validates the decay early
             ema_network.load_state_dict(self._plain_network.state_dict())
@@ -230,6 +257,23 @@ class BiGANTrainer(Trainer):
         if train_handlers is not None:
             self._register_handlers(train_handlers)
 
+    @staticmethod
+    def _check_alad_optimizer(network: BiGAN, d_optimizer: Optimizer) -> None:
+        """Raise a ``ValueError`` when ``d_optimizer`` misses trainable parameters of D_xx or D_zz."""
+        groups = getattr(d_optimizer, "param_groups", None)
+        if groups is None:
+            return
+        optimized = {id(p) for group in groups for p in group["params"]}
+        for name in ("discriminator_xx", "discriminator_zz"):
+            module = getattr(network, name, None)
+            if module is None:
+                continue
+            if any(id(p) not in optimized for p in module.parameters() if p.requires_grad):
+                raise ValueError(
+                    f"d_optimizer does not hold all the parameters of network.{name}, which would then never be "
+                    "trained; build it over network.discriminator_parameters()."
+                )
+
     def run(self) -> None:  # type: ignore[override]
         """Run training; the scalers are created once in ``__init__`` so they can be checkpointed and resumed."""
         super(Trainer, self).run()
@@ -253,13 +297,21 @@ class BiGANTrainer(Trainer):
         reals = batch[0] if isinstance(batch, (tuple, list)) else batch
         net = engine.network
         encoder, generator, discriminator = net.encoder, net.generator, net.discriminator
+        # ALAD's optional cycle-consistency discriminators
+        disc_xx, disc_zz = getattr(net, "discriminator_xx", None), getattr(net, "discriminator_zz", None)
+        alad = disc_xx is not None or disc_zz is not None
         net.train()
 
         # the real batch size, so that a short last batch gets matching latent samples
         latents = torch.randn(reals.shape[0], net.latent_size, device=reals.device, dtype=reals.dtype)
+        recons = cycle_latents = None
         with engine._autocast():
             enc_latents = encoder(reals)
             fakes = generator(latents)
+            if disc_xx is not None:
+                recons = generator(enc_latents)  # G(E(x))
+            if disc_zz is not None:
+                cycle_latents = encoder(fakes)  # E(G(z))
         engine.state.output = {
             BiGANKeys.REALS: reals,
             BiGANKeys.LATENTS: latents,
@@ -268,41 +320,74 @@ class BiGANTrainer(Trainer):
         }
         engine.fire_event(BiGANIterationEvents.FORWARD_COMPLETED)
 
-        # discriminator step on detached pairs: (x, E(x)) is real, (G(z), z) is fake
+        # discriminator step on detached pairs: (x, E(x)) is real, (G(z), z) is fake; with ALAD also (x, x) against
+        # (x, G(E(x))) for D_xx and (z, z) against (z, E(G(z))) for D_zz
         engine.d_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        d_terms: dict[str, torch.Tensor] = {}
         with engine._autocast():
             real_logits, _ = discriminator(reals, enc_latents.detach())
             fake_logits, _ = discriminator(fakes.detach(), latents)
             d_loss = engine.loss_function(real_logits, fake_logits, for_discriminator=True)
+            if disc_xx is not None:
+                d_terms[BiGANKeys.D_XX_LOSS] = engine.loss_function(
+                    disc_xx(reals, reals)[0], disc_xx(reals, recons.detach())[0], for_discriminator=True
+                )
+            if disc_zz is not None:
+                d_terms[BiGANKeys.D_ZZ_LOSS] = engine.loss_function(
+                    disc_zz(latents, latents)[0], disc_zz(latents, cycle_latents.detach())[0], for_discriminator=True
+                )
+            if alad:
+                d_terms = {BiGANKeys.D_XZ_LOSS: d_loss, **d_terms}
+                d_loss = sum(d_terms.values())
         engine.d_scaler.scale(d_loss).backward()
         engine.d_scaler.step(engine.d_optimizer)
         engine.d_scaler.update()
         engine.state.output[BiGANKeys.REAL_LOGITS] = real_logits.detach()
         engine.state.output[BiGANKeys.FAKE_LOGITS] = fake_logits.detach()
         engine.state.output[BiGANKeys.D_LOSS] = d_loss.detach()
+        engine.state.output.update({key: term.detach() for key, term in d_terms.items()})
         engine.fire_event(BiGANIterationEvents.DISCRIMINATOR_COMPLETED)
 
-        # joint encoder + generator step through the updated D, whose parameters get no gradient here; a DDP-wrapped
-        # D is called unwrapped, so that DDP expects no gradient reduction for it in this backward pass
+        # joint encoder + generator step through the updated discriminators, whose parameters get no gradient here; a
+        # DDP-wrapped discriminator is called unwrapped, so that DDP expects no gradient reduction for it in this
+        # backward pass
         engine.eg_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        discriminator.requires_grad_(False)
+        frozen = [d for d in (discriminator, disc_xx, disc_zz) if d is not None]
+        for module in frozen:
+            module.requires_grad_(False)
         plain_discriminator = unwrap_module(discriminator)
+        eg_terms: dict[str, torch.Tensor] = {}
         try:
             with engine._autocast():
                 real_logits, _ = plain_discriminator(reals, enc_latents)
                 fake_logits, _ = plain_discriminator(fakes, latents)
                 eg_loss = engine.loss_function(real_logits, fake_logits, for_discriminator=False)
+                if disc_xx is not None:
+                    plain_xx = unwrap_module(disc_xx)
+                    eg_terms[BiGANKeys.CYCLE_X_LOSS] = engine.loss_function(
+                        plain_xx(reals, reals)[0], plain_xx(reals, recons)[0], for_discriminator=False
+                    )
+                if disc_zz is not None:
+                    plain_zz = unwrap_module(disc_zz)
+                    eg_terms[BiGANKeys.CYCLE_Z_LOSS] = engine.loss_function(
+                        plain_zz(latents, latents)[0], plain_zz(latents, cycle_latents)[0], for_discriminator=False
+                    )
+                if alad:
+                    eg_terms = {BiGANKeys.EG_XZ_LOSS: eg_loss, **eg_terms}
+                    eg_loss = sum(eg_terms.values())
                 if engine.recon_weight > 0:
-                    recon_loss = (generator(enc_latents) - reals).abs().mean()
+                    recon_loss = ((generator(enc_latents) if recons is None else recons) - reals).abs().mean()
                     engine.state.output[BiGANKeys.RECON_LOSS] = recon_loss.detach()
                     eg_loss = eg_loss + engine.recon_weight * recon_loss
             engine.eg_scaler.scale(eg_loss).backward()
         finally:
-            discriminator.requires_grad_(True)
+            for module in frozen:
+                module.requires_grad_(True)
         engine.eg_scaler.step(engine.eg_optimizer)
         engine.eg_scaler.update()
         engine.state.output[BiGANKeys.EG_LOSS] = eg_loss.detach()
         engine.state.output[BiGANKeys.LOSS] = (d_loss + eg_loss).detach()
+        engine.state.output.update({key: term.detach() for key, term in eg_terms.items()})
         engine._count_nonfinite(d_loss.detach(), eg_loss.detach())
         for module in engine._ddp_networks:  # rank 0's BatchNorm statistics everywhere, as DDP uses them
             sync_buffers(module)

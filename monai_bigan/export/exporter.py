@@ -34,6 +34,7 @@ from monai.data import save_net_with_metadata
 from monai.networks import convert_to_torchscript
 from torch import nn
 
+from monai_bigan.io.atomic import atomic_path
 from monai_bigan.utils import default_bundle_root
 
 __all__ = [
@@ -49,6 +50,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT_KEY = "ema_network"
+#: file written beside model.ts with the healthy residual statistics of the heatmap normalization
+RESIDUAL_STATISTICS_FILE = "residual_statistics.pt"
 FORMATS = ("torchscript", "onnx", "all")
 
 
@@ -242,7 +245,9 @@ def export_bundle(
     **override: Any,
 ) -> list[str]:
     """
-    Export the scorer of a trained bundle: ``models/model.ts`` and/or ``models/model.onnx``.
+    Export the scorer of a trained bundle: ``models/model.ts`` and/or ``models/model.onnx``, and, when the checkpoint
+    has them, the healthy residual statistics of the heatmap normalization (``models/residual_statistics.pt``, used by
+    the post-processing of ``inference_ts.json``; the exported scorer itself stops at the raw residual).
 
     Args:
         bundle_root: the bundle folder holding ``models/model.pt``.
@@ -276,9 +281,23 @@ def export_bundle(
         props = {"metadata.json": json.dumps(meta), "in_shape": json.dumps(list(example.shape[1:]))}
         export_onnx(scorer, path, example, metadata=props)
         written.append(str(path))
+    statistics = _residual_statistics(parser, ckpt_file)
+    if statistics is not None and written:
+        # the heatmap normalization runs in the post-processing, not in the exported scorer
+        path = out / RESIDUAL_STATISTICS_FILE
+        with atomic_path(path) as tmp:
+            torch.save(statistics, tmp)
+        written.append(str(path))
     for path in written:
         logger.info(f"exported {path}")
     return written
+
+
+def _residual_statistics(parser: ConfigParser, ckpt_file: str | os.PathLike | None) -> dict | None:
+    """The checkpoint's healthy residual statistics, when it has them."""
+    ckpt_file = str(ckpt_file if ckpt_file is not None else parser.get_parsed_content("ckpt_file"))
+    checkpoint = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+    return checkpoint.get("residual_statistics") if isinstance(checkpoint, dict) else None
 
 
 def _value(text: str) -> Any:

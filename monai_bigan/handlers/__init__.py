@@ -14,4 +14,17 @@ from __future__ import annotations
 
 from .calibration import CalibrationHandler
 from .checkpoint import AtomicCheckpointSaver, ResumeHandler, SafeCheckpointLoader
+from .health import TrainingCollapseError, TrainingHealthMonitor
 from .report import AnomalyReportHandler
+from .residual_statistics import ResidualStatisticsHandler
+
+__all__ = [
+    "AnomalyReportHandler",
+    "AtomicCheckpointSaver",
+    "CalibrationHandler",
+    "ResidualStatisticsHandler",
+    "ResumeHandler",
+    "SafeCheckpointLoader",
+    "TrainingCollapseError",
+    "TrainingHealthMonitor",
+]

@@ -261,9 +261,15 @@ class SafeCheckpointLoader(CheckpointLoader):
         checkpoint = load_checkpoint(self.load_path, map_location=self.map_location)
         missing = [k for k in self.load_dict if k not in checkpoint]
         if missing:
+            hint = (
+                " The model was trained without heatmap normalization (or by an older version): pass "
+                "--heatmap_normalize false, or retrain."
+                if "residual_statistics" in missing
+                else ""
+            )
             raise KeyError(
                 f"{self.load_path}: no {missing} in this checkpoint (it holds {sorted(checkpoint)}); "
-                "was it written by the monai_bigan training bundle?"
+                f"was it written by the monai_bigan training bundle?{hint}"
             )
         Checkpoint.load_objects(to_load=self.load_dict, checkpoint=checkpoint, strict=self.strict)
         self.logger.info(f"Restored {sorted(self.load_dict)} from {self.load_path}")

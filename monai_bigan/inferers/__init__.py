@@ -13,3 +13,4 @@
 from __future__ import annotations
 
 from .anomaly_scorer import AnomalyScorer, DiscriminatorTerm, ResidualNorm
+from .residual_statistics import ResidualStatistics, residual_maps

@@ -295,6 +295,14 @@ def build_inference_workflow(bundle: LabelBundle, device: str | torch.device = "
             f"network settings (overrides in force: {bundle.effective_overrides()}; saved overrides file: "
             f"{bundle.overrides_file}). {e}"
         ) from e
+    statistics = parser.get_parsed_content("residual_statistics") if "residual_statistics" in parser else None
+    if statistics is not None:
+        if "residual_statistics" not in checkpoint:
+            raise KeyError(
+                f"{bundle.ckpt_file} has no 'residual_statistics' entry: it was trained with heatmap_normalize=false "
+                "(or by an older version); set heatmap_normalize to false in the overrides, or retrain."
+            )
+        statistics.load_state_dict(checkpoint["residual_statistics"])
     scorer = parser.get_parsed_content("scorer")
     scorer.eval()
     postprocessing = [

@@ -8,7 +8,10 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Framework-free evaluation metrics and figures of anomaly detection (positive class = anomaly)."""
+"""
+Evaluation metrics and figures of anomaly detection (positive class = anomaly): framework-free functions, and the
+Ignite metric :py:class:`ValidationCriterion` that selects checkpoints on validation data.
+"""
 
 from __future__ import annotations
 
@@ -18,5 +21,11 @@ from .anomaly import (
     dice_at_threshold,
     image_level_metrics,
     lesion_detection,
+)
+from .criterion import (
+    CriterionKind,
+    ValidationCriterion,
+    ValidationCriterionMetric,
+    score_label_transform,
 )
 from .plots import plot_case_grid, plot_roc_pr, plot_score_histograms

@@ -8,13 +8,23 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""BiGAN/EGBAD networks for 2D and 3D images: encoder, generator, joint discriminator and their container."""
+"""
+BiGAN/EGBAD networks for 2D and 3D images: encoder, generator, joint discriminator, ALAD's image-pair and latent-pair
+discriminators, and their container.
+"""
 
 from __future__ import annotations
 
 from .bigan import BiGAN
-from .discriminator import JointDiscriminator
+from .discriminator import ImagePairDiscriminator, JointDiscriminator, LatentPairDiscriminator
 from .encoder import Encoder
 from .generator import Generator
 
-__all__ = ["BiGAN", "Encoder", "Generator", "JointDiscriminator"]
+__all__ = [
+    "BiGAN",
+    "Encoder",
+    "Generator",
+    "ImagePairDiscriminator",
+    "JointDiscriminator",
+    "LatentPairDiscriminator",
+]

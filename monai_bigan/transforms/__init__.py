@@ -14,4 +14,5 @@ from __future__ import annotations
 
 from .calibration import ScoreCalibrationd
 from .checks import CheckImaged, CheckInputd, InvalidImageError
+from .heatmap import HeatmapPostprocessd
 from .scoring import AnomalyScored

@@ -38,6 +38,11 @@ class AnomalyScored(MapTransform):
       their area above ``foreground_threshold`` in ``image_key`` are skipped: the ends of a volume hold almost no
       anatomy, the model rarely saw such slices in training, and they would otherwise dominate the score.
 
+    - ``top_fraction`` set (any of the above): L_G is instead the mean of the largest ``top_fraction`` of the residual
+      map's foreground voxels (all voxels when no ``image_key``), e.g. 0.001 for the top 0.1 %: a small focal lesion
+      then weighs as much as a large one instead of being diluted by the healthy rest of its slices. L_D is taken as
+      above. Best used on a normalized, smoothed map (:py:class:`monai_bigan.transforms.HeatmapPostprocessd`).
+
     Writes ``score``, ``score_residual`` (L_G), ``score_discriminator`` (L_D), each a 1-element float tensor,
     ``worst_slice`` (index of the most anomalous slice along ``slice_dim``, or along the last axis of a volume scored
     whole; -1 for 2D images) and ``slice_map`` (1, *spatial), each voxel holding the score of its slice, which
@@ -51,6 +56,7 @@ class AnomalyScored(MapTransform):
         image_key: key of the preprocessed image, for the foreground test; None scores every slice.
         foreground_threshold: intensity (after scaling to [-1, 1]) above which a voxel is foreground.
         min_foreground: smallest foreground fraction of a slice for it to be scored.
+        top_fraction: if given, in (0, 1]: L_G is the mean of this fraction of the largest foreground residuals.
         allow_missing_keys: don't raise if a key is missing.
 
     Example::
@@ -69,9 +75,13 @@ class AnomalyScored(MapTransform):
         image_key: str | None = "image",
         foreground_threshold: float = -0.9,
         min_foreground: float = 0.05,
+        top_fraction: float | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        if top_fraction is not None and not 0.0 < top_fraction <= 1.0:
+            raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}.")
+        self.top_fraction = top_fraction
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
         if top_k < 1:
@@ -121,6 +131,15 @@ class AnomalyScored(MapTransform):
             score = self.alpha * lg + (1.0 - self.alpha) * ldv
         else:
             lg, ldv, score = lg_s[top].mean().reshape(1), ld_s[top].mean().reshape(1), per_slice[top].mean().reshape(1)
+        if self.top_fraction is not None:
+            values = residual.reshape(-1)
+            if image is not None:
+                foreground = (torch.as_tensor(image)[0].float() > self.foreground_threshold).reshape(-1)
+                if bool(foreground.any()):
+                    values = values[foreground]
+            k = max(1, int(round(self.top_fraction * values.numel())))
+            lg = torch.topk(values, k=k).values.mean().reshape(1)
+            score = self.alpha * lg + (1.0 - self.alpha) * ldv
         out.update(
             {
                 AnomalyKeys.SCORE: score,

@@ -36,6 +36,7 @@ Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_
 __all__ = [
     "DistributedResumeHandler",
     "attach_rank_zero_first",
+    "bigan_parts",
     "ddp_bigan",
     "get_rank",
     "get_world_size",
@@ -79,9 +80,26 @@ def unwrap_module(module: nn.Module) -> nn.Module:
     return module
 
 
+_BIGAN_PARTS = ("encoder", "generator", "discriminator", "discriminator_xx", "discriminator_zz")
+
+
+def bigan_parts(network: nn.Module) -> dict[str, nn.Module]:
+    """
+    The networks of a :py:class:`monai_bigan.networks.BiGAN` by attribute name: ``encoder``, ``generator``,
+    ``discriminator``, and ALAD's ``discriminator_xx`` and ``discriminator_zz`` when they are not ``None``; each as
+    stored (possibly DDP-wrapped).
+
+    Args:
+        network: a ``BiGAN``.
+    """
+    parts = {name: getattr(network, name, None) for name in _BIGAN_PARTS}
+    return {name: module for name, module in parts.items() if module is not None}
+
+
 def unwrap_bigan(network: nn.Module) -> nn.Module:
     """
-    A :py:class:`monai_bigan.networks.BiGAN` whose encoder, generator and discriminator are unwrapped from DDP.
+    A :py:class:`monai_bigan.networks.BiGAN` whose networks (encoder, generator, discriminator and the optional ALAD
+    discriminators ``discriminator_xx`` and ``discriminator_zz``) are unwrapped from DDP.
 
     Returns ``network`` itself when none of them is wrapped; otherwise a new container sharing the same modules (and
     so the same parameters and buffers), whose state dict has no ``module.`` prefixes and loads into a plain
@@ -95,11 +113,11 @@ def unwrap_bigan(network: nn.Module) -> nn.Module:
     network = unwrap_module(network)
     if not isinstance(network, BiGAN):
         return network
-    parts = (network.encoder, network.generator, network.discriminator)
-    plain = tuple(unwrap_module(m) for m in parts)
-    if all(p is m for p, m in zip(plain, parts)):
+    parts = bigan_parts(network)
+    plain = {name: unwrap_module(m) for name, m in parts.items()}
+    if all(plain[name] is m for name, m in parts.items()):
         return network
-    return BiGAN(*plain).train(network.training)
+    return BiGAN(**plain).train(network.training)
 
 
 def ddp_bigan(network: nn.Module, device: str | torch.device | None = None, **ddp_kwargs: Any) -> nn.Module:
@@ -107,10 +125,11 @@ def ddp_bigan(network: nn.Module, device: str | torch.device | None = None, **dd
     ``BiGAN(DDP(encoder), DDP(generator), DDP(discriminator))`` for :py:class:`monai_bigan.engines.BiGANTrainer`.
 
     Each sub-network gets its own DDP wrapper, so that the trainer's separate discriminator and encoder + generator
-    steps each synchronize only the gradients they compute. DDP broadcasts rank 0's parameters and buffers when it is
-    constructed, so every rank starts from the same weights whatever its seed. The wrappers share the parameters of
-    ``network``: keep using ``network`` (not the returned container) for the optimizers, the EMA copy and the
-    checkpoints, which then hold no ``module.`` prefixes. Without a process group ``network`` is returned unchanged.
+    steps each synchronize only the gradients they compute; ALAD's ``discriminator_xx`` and ``discriminator_zz``, when
+    set, are wrapped in the same way. DDP broadcasts rank 0's parameters and buffers when it is constructed, so every
+    rank starts from the same weights whatever its seed. The wrappers share the parameters of ``network``: keep using
+    ``network`` (not the returned container) for the optimizers, the EMA copy and the checkpoints, which then hold no
+    ``module.`` prefixes. Without a process group ``network`` is returned unchanged.
 
     Args:
         network: a ``BiGAN`` already on ``device``.
@@ -127,12 +146,10 @@ def ddp_bigan(network: nn.Module, device: str | torch.device | None = None, **dd
     if device.type == "cuda":
         ddp_kwargs.setdefault("device_ids", [device])
         ddp_kwargs.setdefault("output_device", device)
-    return BiGAN(
-        *(
-            DistributedDataParallel(unwrap_module(m), **ddp_kwargs)
-            for m in (network.encoder, network.generator, network.discriminator)
-        )
-    ).train(network.training)
+    wrapped = {
+        name: DistributedDataParallel(unwrap_module(m), **ddp_kwargs) for name, m in bigan_parts(network).items()
+    }
+    return BiGAN(**wrapped).train(network.training)
 
 
 @torch.no_grad()

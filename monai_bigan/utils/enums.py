@@ -30,6 +30,16 @@ class BiGANKeys(StrEnum):
     - ``REAL_LOGITS`` / ``FAKE_LOGITS``: D(x, E(x)) and D(G(z), z) in the discriminator step.
     - ``D_LOSS``: discriminator loss; ``EG_LOSS``: joint encoder + generator loss (with the optional reconstruction
       term); ``RECON_LOSS``: that term before weighting, when enabled; ``LOSS``: ``D_LOSS + EG_LOSS``.
+
+    Only with ALAD's extra discriminators (``BiGAN.discriminator_xx`` / ``discriminator_zz`` set), the terms summed
+    into ``D_LOSS`` and ``EG_LOSS``:
+
+    - ``D_XZ_LOSS`` / ``EG_XZ_LOSS``: the joint discriminator D(x, z) terms of the discriminator and of the
+      encoder + generator steps.
+    - ``D_XX_LOSS``: D_xx on (x, x) real against (x, G(E(x))) fake, discriminator step; ``CYCLE_X_LOSS``: the same
+      with flipped labels, encoder + generator step (ALAD's ``cost_x``). Only with ``discriminator_xx``.
+    - ``D_ZZ_LOSS``: D_zz on (z, z) real against (z, E(G(z))) fake, discriminator step; ``CYCLE_Z_LOSS``: the same
+      with flipped labels, encoder + generator step (ALAD's ``cost_z``). Only with ``discriminator_zz``.
     """
 
     REALS = "reals"
@@ -42,6 +52,12 @@ class BiGANKeys(StrEnum):
     EG_LOSS = "eg_loss"
     RECON_LOSS = "recon_loss"
     LOSS = "loss"
+    D_XZ_LOSS = "d_xz_loss"
+    D_XX_LOSS = "d_xx_loss"
+    D_ZZ_LOSS = "d_zz_loss"
+    EG_XZ_LOSS = "eg_xz_loss"
+    CYCLE_X_LOSS = "cycle_x_loss"
+    CYCLE_Z_LOSS = "cycle_z_loss"
 
 
 class AnomalyKeys(StrEnum):

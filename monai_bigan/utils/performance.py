@@ -49,14 +49,14 @@ def compile_networks(*modules: nn.Module | None, enabled: bool = True) -> None:
     """
     ``torch.compile`` each module in place (``nn.Module.compile``), which keeps its state-dict keys, so
     checkpoints stay loadable without compilation. Sub-modules of a ``BiGAN`` are compiled one by one because
-    the trainer calls them directly.
+    the trainer calls them directly (ALAD's ``discriminator_xx`` and ``discriminator_zz`` included when set).
     """
     if not enabled:
         return
     for module in modules:
         if module is None:
             continue
-        for name in ("encoder", "generator", "discriminator"):
+        for name in ("encoder", "generator", "discriminator", "discriminator_xx", "discriminator_zz"):
             child = getattr(module, name, None)
             if isinstance(child, nn.Module):
                 child.compile()

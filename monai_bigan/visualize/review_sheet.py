@@ -135,6 +135,7 @@ def render_review_sheet(
     slice_dim: int = -1,
     threshold: float | None = None,
     dpi: int = 100,
+    heatmap_label: str = "residual |x - G(E(x))|",
 ) -> Path:
     """
     Write a review sheet PNG of the ``num_slices`` most anomalous slices of one image.
@@ -174,6 +175,7 @@ def render_review_sheet(
         slice_dim: spatial axis of the slices for 3D images (-1: last axis, axial for RAS); ignored for 2D images.
         threshold: optional residual level outlined in cyan.
         dpi: resolution of the PNG.
+        heatmap_label: label of the heatmap colorbar (what the heatmap holds).
 
     Returns:
         the path of the written PNG.
@@ -280,7 +282,7 @@ def render_review_sheet(
     rows_height = len(rows) * panel + (len(rows) - 1) * gap
     cax = fig.add_axes(box(left + 3 * panel + 2 * gap + cbar_gap, header, cbar_w, rows_height))
     cbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax, extend="max")
-    cbar.set_label("residual |x - G(E(x))|", fontsize=10)
+    cbar.set_label(heatmap_label, fontsize=10)
     if threshold is not None and 0.0 <= threshold <= heatmap_vmax:
         cax.axhline(threshold, color="cyan", linewidth=2.0)
 
@@ -342,6 +344,7 @@ class ReviewSheetd(MapTransform):
         score_threshold: optional scan-level threshold, quoted next to the flagged decision.
         foreground_threshold: image intensity (scaled to [-1, 1]) above which a voxel is anatomy.
         min_foreground: slices with a smaller foreground fraction are never chosen as the most anomalous.
+        heatmap_label: colorbar label, e.g. ``"normalized residual (healthy z)"`` for normalized heatmaps.
 
     Example::
 
@@ -373,8 +376,10 @@ class ReviewSheetd(MapTransform):
         score_threshold: float | None = None,
         foreground_threshold: float = -0.9,
         min_foreground: float = 0.05,
+        heatmap_label: str = "residual |x - G(E(x))|",
     ) -> None:
         super().__init__([image_key, pred_key], allow_missing_keys)
+        self.heatmap_label = heatmap_label
         if len(score_keys) != 3:
             raise ValueError(f"score_keys must name the score, percentile and flagged keys, got {score_keys}.")
         if num_slices < 1:
@@ -462,6 +467,7 @@ class ReviewSheetd(MapTransform):
             num_slices=self.num_slices,
             slice_dim=slice_dim,
             threshold=self.threshold,
+            heatmap_label=self.heatmap_label,
         )
         d["review_sheet"] = str(path)
         return d

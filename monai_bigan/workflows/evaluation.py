@@ -81,6 +81,13 @@ class BaselineEvaluation:
         voxel_fpr: fraction of healthy voxels above the voxel threshold.
         device: device to score on.
         foreground_threshold: intensity (scaled to [-1, 1]) above which a voxel counts for the voxel threshold.
+        heatmap_postprocessing: dictionary transform applied to ``{"image", "pred"}`` before scoring, e.g. the
+            smoothing and masking of :py:class:`monai_bigan.transforms.HeatmapPostprocessd` that the BiGAN gets, so
+            that the methods are compared on the same post-processing.
+        top_fraction: score with the mean of this fraction of the largest foreground voxels, see
+            :py:class:`monai_bigan.transforms.AnomalyScored`.
+        split: the datalist split to score (``"test"``; ``"validation"`` to compare settings without the test split,
+            the calibration then being fitted on the scans it scores).
     """
 
     def __init__(
@@ -97,18 +104,29 @@ class BaselineEvaluation:
         voxel_fpr: float = 0.001,
         device: str | torch.device = "cpu",
         foreground_threshold: float = -0.9,
+        heatmap_postprocessing: Callable | None = None,
+        top_fraction: float | None = None,
+        split: str = "test",
     ) -> None:
         self.name = name
+        self.split = split
+        self.heatmap_postprocessing = heatmap_postprocessing
         self.foreground_threshold = foreground_threshold
         self.baseline = baseline
         self.preprocessing = preprocessing
         self.dataset_dir = Path(dataset_dir)
         self.output_dir = Path(output_dir)
-        self.scored = AnomalyScored("pred", alpha=alpha, slice_dim=slice_dim, top_k=top_k)
+        self.scored = AnomalyScored("pred", alpha=alpha, slice_dim=slice_dim, top_k=top_k, top_fraction=top_fraction)
         self.target_fpr = target_fpr
         self.voxel_fpr = voxel_fpr
         self.device = torch.device(device)
-        self.invert = Invertd(["pred", "slice_map"], transform=preprocessing, orig_keys="image", nearest_interp=False)
+        self.invert = Invertd(
+            ["pred", "slice_map"],
+            transform=preprocessing,
+            orig_keys="image",
+            nearest_interp=False,
+            allow_missing_keys=True,
+        )
         self.saver = SaveImage(
             output_dir=str(self.output_dir),
             output_postfix="heatmap",
@@ -129,6 +147,9 @@ class BaselineEvaluation:
             image = data["image"]
             with eval_mode(self.baseline), torch.no_grad():
                 maps = self.baseline(image.as_tensor()[None].to(self.device))[0].cpu()
+            if self.heatmap_postprocessing is not None:
+                maps = torch.as_tensor(self.heatmap_postprocessing({"image": image, "pred": maps})["pred"])
+                maps = maps.as_subclass(torch.Tensor)
             item = self.scored({"image": image, "pred": MetaTensor(maps, meta=image.meta)})
             row.update(score=float(item["score"][0]), status="ok", message="")
             # foreground residuals, for the voxel threshold when this is a healthy validation scan
@@ -136,9 +157,12 @@ class BaselineEvaluation:
             if save:
                 # MetaTensors, so that Invertd takes the geometry from the image's applied operations
                 heatmap = MetaTensor(maps[:1], meta=image.meta)
-                inverted = self.invert({"image": image, "pred": heatmap, "slice_map": item["slice_map"]})
+                # 2D images have no slices, hence no slice map
+                slice_map = item.get("slice_map")
+                data = {"image": image, "pred": heatmap, **({} if slice_map is None else {"slice_map": slice_map})}
+                inverted = self.invert(data)
                 self.saver(inverted["pred"])
-                row["worst_slice"] = worst_axial_slice(inverted["slice_map"])
+                row["worst_slice"] = -1 if slice_map is None else worst_axial_slice(inverted["slice_map"])
         except Exception as e:  # one bad input must not stop the evaluation
             row.update(status="error", message=describe_error(e, str(entry["image"])))
             logger.error(row["message"])
@@ -148,7 +172,7 @@ class BaselineEvaluation:
         """Fit, calibrate and score; returns the test rows (also written to ``scores.json``)."""
         training = load_datalist(self.dataset_dir, "training")
         validation = load_datalist(self.dataset_dir, "validation", required=False)
-        test = [{"image": e["image"]} for e in load_datalist(self.dataset_dir, "test", check_files=False)]
+        test = [{"image": e["image"]} for e in load_datalist(self.dataset_dir, self.split, check_files=False)]
         # a bad training file stops the fit with one message listing every bad file, as training does
         preflight_check(training, self.preprocessing)
         logger.info(f"{self.name}: fitting on {len(training)} healthy training scans")

@@ -18,7 +18,7 @@ TINY_2D = {
     "channels": [4, 8],
     "strides": [2, 2],
     "image_size": [16, 16],
-    "resize_to": [16, 16, -1],
+    "resize_to": [16, 16, 12],
     "latent_size": 8,
     "slices_per_volume": 2,
     "batch_size": 2,
@@ -59,7 +59,7 @@ def test_bundle_trains_one_epoch_and_writes_checkpoints(tmp_path, tiny_dataset, 
     assert {"network", "ema_network", "eg_optimizer", "d_optimizer", "trainer"} <= set(ckpt)
     assert ckpt["trainer"]["iteration"] == ckpt["trainer"]["epoch_length"] > 0  # one full epoch
     evaluator = wf.parser.get_parsed_content("validate#evaluator")
-    assert 0.0 <= evaluator.state.metrics["val_auroc"] <= 1.0
+    assert 0.0 <= evaluator.state.metrics["val_criterion"] <= 1.0
     assert (tmp_path / "bundle" / "logs").is_dir()  # TensorBoard events
     # the trained network really is 2D or 3D, as the preset asks
     network = wf.parser.get_parsed_content("network")
@@ -85,7 +85,7 @@ def test_run_id_alias_and_cli(tmp_path, tiny_dataset):
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "b" / "models" / "model.pt").is_file()
-    assert "val_auroc" in proc.stdout
+    assert "val_criterion" in proc.stdout
 
 
 @pytest.mark.parametrize(

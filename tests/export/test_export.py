@@ -145,7 +145,7 @@ def test_bundle_run_from_torchscript_equals_the_checkpoint_run(exported, tiny_da
     # the exported model alone: no training checkpoint in this bundle
     ts_root = tmp_path / "ts_bundle"
     (ts_root / "models").mkdir(parents=True)
-    for name in ("model.ts", "calibration.json"):
+    for name in ("model.ts", "calibration.json", "residual_statistics.pt"):
         shutil.copy(root / "models" / name, ts_root / "models" / name)
     config_files = json.dumps(CASES[dims]["infer"] + [INFERENCE_TS])
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_files, "--bundle_root", str(ts_root)]
@@ -194,7 +194,11 @@ def test_export_cli_writes_model_ts(exported, tmp_path):
         cmd + _cli_overrides(_infer_overrides(dims)), cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().splitlines()[-1] == str(tmp_path / "model.ts")
+    # the written files, one per line: the model, then the heatmap normalization's statistics it needs
+    assert proc.stdout.strip().splitlines()[-2:] == [
+        str(tmp_path / "model.ts"),
+        str(tmp_path / "residual_statistics.pt"),
+    ]
     _, batch, expected = _scorer_and_batch(dims, root)
     with torch.no_grad():
         torch.testing.assert_close(torch.jit.load(str(tmp_path / "model.ts"))(batch), expected, atol=1e-5, rtol=1e-5)

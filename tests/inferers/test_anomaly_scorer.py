@@ -12,7 +12,7 @@ from tests.conftest import tiny_bigan
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 @pytest.mark.parametrize("term", ["cross_entropy", "feature_matching"])
-@pytest.mark.parametrize("residual", ["l1", "l2"])
+@pytest.mark.parametrize("residual", ["l1", "l2", "signed"])
 def test_maps_match_hand_computation(spatial_dims, term, residual):
     net = tiny_bigan(spatial_dims)
     scorer = AnomalyScorer(net, residual=residual, discriminator_term=term)
@@ -28,7 +28,7 @@ def test_maps_match_hand_computation(spatial_dims, term, residual):
             _, feats_rec = net.discriminator(recon, z)
             ld = (feats - feats_rec).abs().mean(dim=1)
     diff = x - recon
-    res = diff.abs() if residual == "l1" else diff**2
+    res = {"l1": diff.abs(), "l2": diff**2, "signed": diff}[residual]
     assert maps.shape == (2, 3) + x.shape[2:]
     torch.testing.assert_close(maps[:, 0:1], res)
     torch.testing.assert_close(maps[:, 1:2], recon)
@@ -66,3 +66,45 @@ def test_invalid_options():
         AnomalyScorer(tiny_bigan(2), residual="l3")
     with pytest.raises(ValueError, match="discriminator_term"):
         AnomalyScorer(tiny_bigan(2), discriminator_term="hinge")
+
+
+def _trained_tiny_bigan(spatial_dims: int) -> torch.nn.Module:
+    """A tiny BiGAN whose generator was fitted a little, so that its output depends on the code."""
+    torch.manual_seed(0)
+    net = tiny_bigan(spatial_dims)
+    optimizer = torch.optim.Adam(list(net.encoder.parameters()) + list(net.generator.parameters()), lr=1e-2)
+    x = torch.rand((8, 1) + (16,) * spatial_dims) * 2 - 1
+    for _ in range(20):
+        optimizer.zero_grad()
+        (net.generator(net.encoder(x)) - x).abs().mean().backward()
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return net.eval()
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_latent_refinement_lowers_the_residual(spatial_dims):
+    net = _trained_tiny_bigan(spatial_dims)
+    x = torch.rand((3, 1) + (16,) * spatial_dims) * 2 - 1
+    with torch.no_grad():  # as in MONAI's evaluators: the refinement re-enables gradients for the codes only
+        plain = AnomalyScorer(net)(x)[:, 0].flatten(1).mean(1)
+        refined = AnomalyScorer(net, refine_steps=10, refine_lr=0.05)(x)[:, 0].flatten(1).mean(1)
+    assert bool((refined < plain).all())
+    assert all(p.grad is None for p in net.parameters())  # the networks got no gradients
+
+
+def test_refinement_steps_are_bounded_and_scripting_skips_them():
+    net = tiny_bigan(2)
+    with pytest.raises(ValueError, match="refine_steps"):
+        AnomalyScorer(net, refine_steps=AnomalyScorer.max_refine_steps + 1)
+    with pytest.raises(ValueError, match="refine_lr"):
+        AnomalyScorer(net, refine_steps=1, refine_lr=0.0)
+    scripted = torch.jit.script(AnomalyScorer(net.eval(), refine_steps=5))
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), AnomalyScorer(net)(x))
+
+
+def test_feature_matching_xx_needs_dxx():
+    with pytest.raises(ValueError, match="D_xx"):
+        AnomalyScorer(tiny_bigan(2), discriminator_term="feature_matching_xx")

@@ -62,3 +62,16 @@ def test_near_empty_slices_are_not_scored():
     # without the image every slice counts
     out = AnomalyScored("pred", alpha=1.0, slice_dim=2, top_k=1, image_key=None)({"pred": maps, "image": image})
     assert int(out["worst_slice"]) == 0
+
+
+def test_top_fraction_scores_the_largest_foreground_voxels():
+    maps = torch.zeros(3, 10, 10, 4)
+    maps[0, 2:4, 2:4, 1] = 5.0  # a small focal anomaly: 4 of the 400 voxels
+    image = torch.ones(1, 10, 10, 4)
+    sliced = AnomalyScored("pred", alpha=1.0, slice_dim=2, top_k=1)({"pred": maps, "image": image})
+    focal = AnomalyScored("pred", alpha=1.0, slice_dim=2, top_k=1, top_fraction=0.01)({"pred": maps, "image": image})
+    torch.testing.assert_close(sliced["score"], torch.tensor([5.0 * 4 / 100]))  # diluted over its slice
+    torch.testing.assert_close(focal["score"], torch.tensor([5.0]))  # the top 1 % = the 4 anomalous voxels
+    assert int(focal["worst_slice"]) == 1
+    with pytest.raises(ValueError, match="top_fraction"):
+        AnomalyScored("pred", top_fraction=0.0)

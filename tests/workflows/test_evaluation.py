@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import nibabel as nib
 import numpy as np
 import pytest
 from monai.bundle import ConfigWorkflow
@@ -107,3 +108,37 @@ def test_baseline_refuses_bad_training_files(tiny_dataset, tmp_path):
     with pytest.raises(ValueError, match="training_1.nii.gz"):
         evaluation.run()
     assert not (tmp_path / "out" / "scores.json").exists()
+
+
+def test_baseline_gets_the_same_heatmap_postprocessing_and_can_score_validation(tiny_dataset, tmp_path):
+
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Resized, ScaleIntensityRangePercentilesd
+
+    from monai_bigan.baselines import ZScoreBaseline
+    from monai_bigan.transforms import HeatmapPostprocessd
+    from monai_bigan.workflows import BaselineEvaluation
+
+    preprocessing = Compose(
+        [
+            LoadImaged("image", image_only=True),
+            EnsureChannelFirstd("image"),
+            ScaleIntensityRangePercentilesd("image", 0, 99.5, -1, 1, clip=True),
+            Resized("image", (12, 12, 10)),
+        ]
+    )
+    post = HeatmapPostprocessd("pred", sigma=1.0, mask=True)
+    rows = BaselineEvaluation(
+        "zscore",
+        ZScoreBaseline(),
+        preprocessing,
+        tiny_dataset,
+        tmp_path / "val",
+        heatmap_postprocessing=post,
+        split="validation",
+    ).run()
+    validation = json.loads((tiny_dataset / "datalist.json").read_text())["validation"]
+    assert [r["input"].split("/")[-1] for r in rows] == [e["image"].split("/")[-1] for e in validation]
+    heatmap = np.asarray(nib.load(tmp_path / "val" / "validation_0_heatmap.nii.gz").dataobj)
+    image = np.asarray(nib.load(tiny_dataset / validation[0]["image"]).dataobj)
+    assert heatmap.shape == image.shape
+    assert heatmap[image == image.min()].max() < 1e-3 * heatmap.max()  # masked outside the head

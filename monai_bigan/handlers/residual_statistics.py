@@ -1,0 +1,89 @@
+# Copyright (c) monai_bigan contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Handler that refits the healthy residual statistics of the current weights before each validation pass."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+import torch
+from monai.utils import IgniteInfo, min_version, optional_import
+
+from monai_bigan.inferers.residual_statistics import ResidualStatistics, residual_maps
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+
+__all__ = ["ResidualStatisticsHandler"]
+
+
+class ResidualStatisticsHandler:
+    """
+    Fit :py:class:`monai_bigan.inferers.ResidualStatistics` with the scorer's current weights on healthy training
+    scans, when the attached (validation) evaluator starts. The validation post-processing then normalizes residuals
+    with statistics of the very weights it scores, and a checkpoint written during that validation (e.g. the best
+    model) stores the statistics beside those weights when ``statistics`` is in its ``save_dict``.
+
+    Only healthy training scans are read, never validation or test scans, so the validation metrics stay unbiased.
+
+    Args:
+        statistics: the module to fit (shared with the post-processing and the checkpoint's ``save_dict``).
+        scorer: the anomaly scorer, usually on the EMA networks.
+        data_loader: loader of preprocessed healthy training scans on the model's fixed grid, batches of dictionaries
+            holding ``image_key``.
+        inferer: inferer called as ``inferer(images, scorer)`` (e.g. a ``SliceInferer``); None calls the scorer.
+        device: device to score on.
+        image_key: key of the images in the batches.
+        enabled: False turns the handler into a no-op (for recipes without residual normalization).
+
+    Example::
+
+        stats = ResidualStatistics()
+        ResidualStatisticsHandler(stats, scorer, healthy_train_loader, SliceInferer(spatial_dim=2)).attach(evaluator)
+    """
+
+    def __init__(
+        self,
+        statistics: ResidualStatistics,
+        scorer: Callable[[torch.Tensor], torch.Tensor],
+        data_loader: Iterable,
+        inferer: Callable | None = None,
+        device: str | torch.device = "cpu",
+        image_key: str = "image",
+        enabled: bool = True,
+    ) -> None:
+        self.statistics = statistics
+        self.scorer = scorer
+        self.data_loader = data_loader
+        self.inferer = inferer
+        self.device = device
+        self.image_key = image_key
+        self.enabled = enabled
+        self.logger = logging.getLogger(__name__)
+
+    def attach(self, engine: Engine) -> None:
+        if self.enabled:
+            engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine | None = None) -> None:
+        start = time.perf_counter()
+        maps = residual_maps(self.scorer, self.data_loader, self.inferer, self.device, self.image_key)
+        self.statistics.to(self.device).fit(maps)
+        self.logger.info(
+            f"healthy residual statistics from {int(self.statistics.num_samples)} training scans on grid "
+            f"{tuple(self.statistics.mean.shape[1:])} in {time.perf_counter() - start:.1f} s."
+        )

@@ -27,6 +27,7 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_bigan.io.atomic import atomic_path
+from monai_bigan.utils.bundle import as_bool
 from monai_bigan.utils.checkpoint import find_checkpoints, load_checkpoint
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -100,16 +101,6 @@ class AtomicCheckpointSaver(CheckpointSaver):
         super().exception_raised(engine, e)
 
 
-def _as_bool(value: bool | str | int) -> bool:
-    """``value`` as a bool; command line overrides may give strings such as ``"false"`` or ``"0"``."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text not in ("true", "1", "yes", "on", "false", "0", "no", "off"):
-            raise ValueError(f"expected a boolean (true/false), got {value!r}.")
-        return text in ("true", "1", "yes", "on")
-    return bool(value)
-
-
 class ResumeHandler:
     """
     Resume training from the newest complete checkpoint in ``ckpt_dir`` (``checkpoint_epoch=N.pt`` as written each
@@ -159,7 +150,7 @@ class ResumeHandler:
             raise ValueError("load_dict must name at least one object to restore.")
         self.ckpt_dir = ckpt_dir
         self.load_dict = dict(load_dict)
-        self.enabled = _as_bool(enabled)
+        self.enabled = as_bool(enabled)
         self.pattern = pattern
         self.map_location = map_location
         self.strict = strict

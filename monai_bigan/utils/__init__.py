@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from .bundle import default_bundle_root, require_file
+from .bundle import as_bool, default_bundle_root, require_file
 from .calibration import ScoreCalibration
 from .checkpoint import RNGState, UnsafeCheckpointError, find_checkpoints, load_checkpoint
 from .ema import ema_decay_at, update_ema

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["default_bundle_root", "require_file"]
+__all__ = ["as_bool", "default_bundle_root", "require_file"]
 
 
 def default_bundle_root(name: str = "bigan") -> str:
@@ -45,3 +45,24 @@ def require_file(path: str | os.PathLike, hint: str) -> str:
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path} not found: {hint}")
     return str(path)
+
+
+def as_bool(value: bool | str | int) -> bool:
+    """
+    ``value`` as a bool. ``python -m monai.bundle run --key false`` passes the string ``"false"`` (Python Fire only
+    parses ``False``), which a config expression would take as true; the bundle configs wrap every boolean key in
+    this function, so ``true``/``false``, ``True``/``False``, ``1``/``0``, ``yes``/``no`` and ``on``/``off`` all work.
+
+    Raises:
+        ValueError: for any other string.
+
+    Example::
+
+        "mask": "$monai_bigan.utils.as_bool(@heatmap_mask)"
+    """
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text not in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            raise ValueError(f"expected a boolean (true/false), got {value!r}.")
+        return text in ("true", "1", "yes", "on")
+    return bool(value)

@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from monai_bigan.handlers.checkpoint import ResumeHandler
+from monai_bigan.utils.bundle import as_bool
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -222,12 +223,6 @@ def attach_rank_zero_first(handler: Any, engine: Engine, event: Any = None) -> N
         handler.attach(engine)
 
 
-def _as_bool(value: bool | str | int) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    return bool(value)
-
-
 def save_rank_state(
     path: str | os.PathLike, modules: Mapping[str, nn.Module | None], enabled: bool | str = True
 ) -> None:
@@ -242,7 +237,7 @@ def save_rank_state(
         modules: the networks to save.
         enabled: whether to write anything.
     """
-    if not _as_bool(enabled):
+    if not as_bool(enabled):
         return
     path = os.fspath(path).format(rank=get_rank())
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

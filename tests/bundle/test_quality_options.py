@@ -94,3 +94,23 @@ def test_alad_switches_train_the_extra_discriminators_and_score_with_dxx(tmp_pat
     run()
     rows = _scores(tmp_path / "out")
     assert rows and all(r["status"] == "ok" and float(r["score_discriminator"]) > 0 for r in rows.values())
+
+
+def test_boolean_switches_accept_command_line_strings(tmp_path, tiny_dataset):
+    """``--key false`` reaches the config as the string "false" (Python Fire only parses ``False``)."""
+    root = train_tiny_bundle(
+        tmp_path / "strings",
+        tiny_dataset,
+        TRAIN,
+        heatmap_normalize="false",
+        alad_dxx="false",
+        spectral_norm="no",
+        **TINY_2D,
+    )
+    ckpt = torch.load(root / "models" / "model.pt", weights_only=True)
+    assert "residual_statistics" not in ckpt
+    assert not any(k.startswith("discriminator_xx.") for k in ckpt["network"])
+    assert not any("parametrizations" in k for k in ckpt["network"])  # no spectral normalization
+    _, run = _infer(root, tiny_dataset, tmp_path / "out", heatmap_normalize="False", heatmap_mask="false")
+    run()
+    assert all(r["status"] == "ok" for r in _scores(tmp_path / "out").values())

@@ -250,6 +250,10 @@ class SafeCheckpointLoader(CheckpointLoader):
 
     def __call__(self, engine: Engine) -> None:
         checkpoint = load_checkpoint(self.load_path, map_location=self.map_location)
+        if "ema_network" in self.load_dict and "ema_network" not in checkpoint and "network" in checkpoint:
+            # trained without EMA (ema_decay 0): the networks themselves are what there is to score with
+            self.logger.warning(f"{self.load_path} has no EMA copy (trained with ema_decay 0): loading 'network'.")
+            checkpoint = dict(checkpoint, ema_network=checkpoint["network"])
         missing = [k for k in self.load_dict if k not in checkpoint]
         if missing:
             hint = (

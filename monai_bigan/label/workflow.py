@@ -282,6 +282,8 @@ def build_inference_workflow(bundle: LabelBundle, device: str | torch.device = "
     network = parser.get_parsed_content("network")
     checkpoint_key = parser.get_parsed_content("checkpoint_key") if "checkpoint_key" in parser else "network"
     checkpoint = torch.load(bundle.ckpt_file, map_location=device, weights_only=True)
+    if checkpoint_key == "ema_network" and checkpoint_key not in checkpoint and "network" in checkpoint:
+        checkpoint_key = "network"  # trained without EMA (ema_decay 0)
     if checkpoint_key not in checkpoint:
         raise KeyError(
             f"{bundle.ckpt_file} has no {checkpoint_key!r} entry (it has {sorted(checkpoint)}): "

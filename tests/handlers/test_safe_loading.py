@@ -35,8 +35,13 @@ def test_truncated_missing_and_wrong_checkpoints(tmp_path):
         load_checkpoint(tmp_path / "cut.pt")
     with pytest.raises(FileNotFoundError, match="nothing.pt"):
         load_checkpoint(tmp_path / "nothing.pt")
+    torch.save({"generator": net.state_dict()}, tmp_path / "wrong.pt")
     with pytest.raises(KeyError, match="no \\['ema_network'\\]"):
-        SafeCheckpointLoader(str(good), {"ema_network": net})(Engine(lambda e, b: None))
+        SafeCheckpointLoader(str(tmp_path / "wrong.pt"), {"ema_network": net})(Engine(lambda e, b: None))
+    # trained without EMA (ema_decay 0): the plain networks are loaded instead
+    no_ema = torch.nn.Linear(2, 2)
+    SafeCheckpointLoader(str(good), {"ema_network": no_ema})(Engine(lambda e, b: None))
+    torch.testing.assert_close(no_ema.weight, net.weight)
     other = torch.nn.Linear(2, 2)
     SafeCheckpointLoader(str(good), {"network": other})(Engine(lambda e, b: None))
     torch.testing.assert_close(other.weight, net.weight)

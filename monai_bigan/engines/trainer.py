@@ -375,6 +375,7 @@ class BiGANTrainer(Trainer):
                 if alad:
                     eg_terms = {BiGANKeys.EG_XZ_LOSS: eg_loss, **eg_terms}
                     eg_loss = sum(eg_terms.values())
+                adversarial_loss = eg_loss
                 if engine.recon_weight > 0:
                     recon_loss = ((generator(enc_latents) if recons is None else recons) - reals).abs().mean()
                     engine.state.output[BiGANKeys.RECON_LOSS] = recon_loss.detach()
@@ -386,6 +387,7 @@ class BiGANTrainer(Trainer):
         engine.eg_scaler.step(engine.eg_optimizer)
         engine.eg_scaler.update()
         engine.state.output[BiGANKeys.EG_LOSS] = eg_loss.detach()
+        engine.state.output[BiGANKeys.EG_ADV_LOSS] = adversarial_loss.detach()
         engine.state.output[BiGANKeys.LOSS] = (d_loss + eg_loss).detach()
         engine.state.output.update({key: term.detach() for key, term in eg_terms.items()})
         engine._count_nonfinite(d_loss.detach(), eg_loss.detach())

@@ -66,7 +66,8 @@ class TrainingHealthMonitor:
       discriminator tells real pairs (x, E(x)) from generated pairs (G(z), z) almost perfectly, so the encoder and
       the generator get vanishing gradients and stop learning.
     - **divergence**: mean encoder + generator loss above ``divergence_eg_loss`` for ``patience`` consecutive checks
-      (with ``recon_weight`` > 0 this loss includes the weighted reconstruction term).
+      (pass ``eg_loss_key="eg_adv_loss"`` to watch the adversarial part alone, without the weighted
+      reconstruction term, as the training bundle does).
 
     A balanced BiGAN trained with :py:class:`monai_bigan.losses.BiGANLoss` keeps both losses near 2 ln 2 = 1.39.
 

@@ -50,6 +50,8 @@ class BiGANKeys(StrEnum):
     FAKE_LOGITS = "fake_logits"
     D_LOSS = "d_loss"
     EG_LOSS = "eg_loss"
+    #: the adversarial part of the encoder + generator loss (without the weighted reconstruction term)
+    EG_ADV_LOSS = "eg_adv_loss"
     RECON_LOSS = "recon_loss"
     LOSS = "loss"
     D_XZ_LOSS = "d_xz_loss"

@@ -148,11 +148,14 @@ def test_reconstruction_term_is_added_to_the_encoder_generator_loss():
     def _capture(engine):
         seen["recon"] = engine.state.output[BiGANKeys.RECON_LOSS]
         seen["eg"] = engine.state.output[BiGANKeys.EG_LOSS]
+        seen["adv"] = engine.state.output[BiGANKeys.EG_ADV_LOSS]
 
     trainer.add_event_handler(BiGANIterationEvents.ENCODER_GENERATOR_COMPLETED, _capture)
     trainer.run()
     assert seen["recon"] > 0
     # the adversarial part of the loss is positive (BCE), so the total exceeds the weighted term alone
     assert seen["eg"] > 2.0 * seen["recon"]
+    # the health monitor watches the adversarial part alone, which the reconstruction term does not inflate
+    torch.testing.assert_close(seen["adv"], seen["eg"] - 2.0 * seen["recon"])
     with pytest.raises(ValueError, match="recon_weight"):
         BiGANTrainer("cpu", 1, [], net, trainer.eg_optimizer, trainer.d_optimizer, recon_weight=-1.0)

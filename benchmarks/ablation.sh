@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Ablation of the detection-quality options on the demo data: each option switched against the default recipe,
 # 3 seeds each, every variant trained with the training bundle and evaluated with the evaluation bundle; the default
-# variant is evaluated beside the z-score and PCA baselines. Options that act at test time only reuse the default
+# variant (and the polarity variant, which switches the z-score baseline's polarity too) is evaluated beside the
+# z-score and PCA baselines. Options that act at test time only reuse the default
 # variant's models. Prints the table of benchmarks/README.md at the end (benchmarks/ablation_table.py).
 #
 # Usage (repository root, installed environment):
@@ -34,6 +35,7 @@ variants_table=(
   "no_brain_mask||--heatmap_mask false|default"
   "latent_refinement||--refine_steps 20 --refine_lr 0.01|default"
   "feature_matching_score||--discriminator_term feature_matching|default"
+  "negative_polarity||--heatmap_polarity negative|default"
   "no_recon_term|--recon_weight 0||"
   "no_ema|--ema_decay 0||"
   "spectral_norm|--spectral_norm true||"
@@ -61,7 +63,8 @@ for row in "${variants_table[@]}"; do
         --seed "$seed" --resume false $train_args > "$root/train.log" 2>&1
     fi
     baselines="[]"
-    [ "$name" = default ] && baselines="['zscore','pca']"
+    # the baselines beside the default, and beside the polarity variant, which changes the z-score baseline too
+    [[ "$name" = default || "$name" = negative_polarity ]] && baselines="['zscore','pca']"
     # shellcheck disable=SC2086
     python -m monai.bundle run --config_file "$eval_cfg" --bundle_root "$model_root" --dataset_dir "$data" \
       --output_dir "$out" --baselines "$baselines" $train_args $test_args > "$root/evaluate.log" 2>&1 \

@@ -1,6 +1,7 @@
 """
 Markdown table of the ablation runs of ``benchmarks/ablation.sh``: mean ± standard deviation over seeds of each
-variant, and the z-score and PCA baselines (evaluated with the default variant).
+variant, and the z-score and PCA baselines (evaluated with the default variant, and with any other variant that
+changes them, named after it).
 
     python benchmarks/ablation_table.py RUNS_DIR/volumes
 """
@@ -35,7 +36,13 @@ def main(folder: str) -> None:
         variant = path.parts[-4]
         rows.setdefault(variant, []).append(metrics["bigan"])
         for name, values in metrics.get("baselines", {}).items():
-            rows.setdefault(f"baseline: {name}", []).append(values)
+            suffix = "" if variant == "default" else f" ({variant})"
+            rows.setdefault(f"baseline: {name}{suffix}", []).append(values)
+    # a variant's baseline rows only where they differ from the default's (e.g. PCA has no polarity)
+    for name in [k for k in rows if k.startswith("baseline:") and k.endswith(")")]:
+        plain = name.rsplit(" (", 1)[0]
+        if plain in rows and rows[name] == rows[plain]:
+            del rows[name]
     order = (
         ["default"]
         + sorted(k for k in rows if k != "default" and not k.startswith("baseline"))

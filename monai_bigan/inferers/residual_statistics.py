@@ -29,7 +29,7 @@ import torch
 from monai.data import decollate_batch
 from monai.networks import eval_mode
 
-from monai_bigan.baselines.zscore import _FittedBaseline, _iter_images
+from monai_bigan.baselines.zscore import ZScoreMode, _FittedBaseline, _iter_images
 
 __all__ = ["ResidualStatistics", "residual_maps"]
 
@@ -52,6 +52,16 @@ class ResidualStatistics(_FittedBaseline):
       reconstruction is never worse than the population statistics.
     - ``regress=False``: ``b_v = 1``, i.e. the voxel-wise z-score of the signed residual, ``|r - mean_v(r)| / std_v(r)``.
 
+    ``s_v`` is floored at ``min_std`` times the pooled spread of the healthy *images* over the whole grid, exactly the
+    floor of :py:class:`monai_bigan.baselines.ZScoreBaseline` with the same ``min_std``: a noise floor in image
+    intensity units, so that voxels whose few healthy samples happen to agree (flat white matter, background) do not
+    turn small intensity changes into large z values, and so that the normalized residual and the image z-score differ
+    only in what they subtract.
+
+    ``mode`` chooses which deviations count, like :py:class:`monai_bigan.baselines.ZScoreBaseline`: ``"abs"`` both,
+    ``"negative"`` only darker than predicted (T1 "black holes", infarcts), ``"positive"`` only brighter (FLAIR
+    hyperintensities, enhancing tumour).
+
     The statistics are buffers saved with ``state_dict``, stored in the model checkpoint beside the networks whose
     reconstructions they describe. Fit them on healthy scans that checkpoint selection and thresholds never see as
     test data: the training split (see :py:class:`monai_bigan.handlers.ResidualStatisticsHandler`).
@@ -59,9 +69,9 @@ class ResidualStatistics(_FittedBaseline):
     Args:
         regress: fit the per-voxel slope (True) or fix it to 1 (False).
         max_slope: upper clip of the slope.
-        min_std: floor of ``s_v``, relative to the pooled healthy spread over the grid (background voxels, constant
-            in every scan, would otherwise divide by ~0).
+        min_std: floor of ``s_v``, relative to the pooled spread of the healthy images over the grid.
         eps: absolute floor of ``s_v``.
+        mode: ``"abs"``, ``"negative"`` or ``"positive"`` (see above).
 
     Example::
 
@@ -73,10 +83,20 @@ class ResidualStatistics(_FittedBaseline):
         z = stats2d.normalize(torch.rand(2, 64, 64))                      # (1, 64, 64)
     """
 
-    def __init__(self, regress: bool = True, max_slope: float = 1.5, min_std: float = 0.1, eps: float = 1e-6) -> None:
+    def __init__(
+        self,
+        regress: bool = True,
+        max_slope: float = 1.5,
+        min_std: float = 0.1,
+        eps: float = 1e-6,
+        mode: str = ZScoreMode.ABS,
+    ) -> None:
         super().__init__()
         if max_slope <= 0 or min_std < 0 or eps < 0:
             raise ValueError(f"need max_slope > 0 and non-negative floors, got {max_slope}, {min_std}, {eps}.")
+        if mode not in (ZScoreMode.ABS, ZScoreMode.POSITIVE, ZScoreMode.NEGATIVE):
+            raise ValueError(f"mode must be 'abs', 'positive' or 'negative', got {mode!r}.")
+        self.mode = mode
         self.regress = regress
         self.max_slope = float(max_slope)
         self.min_std = float(min_std)
@@ -84,11 +104,14 @@ class ResidualStatistics(_FittedBaseline):
         self.register_buffer("mean", torch.zeros(0))  # intercept a_v, (1, *spatial); named like the baselines'
         self.register_buffer("slope", torch.zeros(0))
         self.register_buffer("std", torch.zeros(0))
-        self.register_buffer("global_std", torch.zeros(0))
+        self.register_buffer("global_std", torch.zeros(0))  # pooled spread of the healthy images: the floor's unit
         self.register_buffer("num_samples", torch.zeros((), dtype=torch.long))
 
     def extra_repr(self) -> str:
-        return f"regress={self.regress}, max_slope={self.max_slope}, min_std={self.min_std}, grid={self.grid_shape}"
+        return (
+            f"regress={self.regress}, max_slope={self.max_slope}, min_std={self.min_std}, mode={self.mode!r}, "
+            f"grid={self.grid_shape}"
+        )
 
     @property
     def grid_shape(self) -> tuple[int, ...]:
@@ -145,15 +168,19 @@ class ResidualStatistics(_FittedBaseline):
         self.mean = intercept.to(device=device, dtype=torch.float32)
         self.slope = slope.to(device=device, dtype=torch.float32)
         self.std = var_fit.sqrt().to(device=device, dtype=torch.float32)
-        self.global_std = var_fit.mean().sqrt().reshape(1).to(device=device, dtype=torch.float32)
+        # pooled variance of every image voxel of every scan (within- plus between-voxel), as ZScoreBaseline's
+        n_total = count * mean_x.numel()
+        pooled_var = (sums["xx"].mean() / count - (sums["x"].mean() / count) ** 2) * n_total / max(n_total - 1, 1)
+        self.global_std = pooled_var.clamp_min(0).sqrt().reshape(1).to(device=device, dtype=torch.float32)
         self.num_samples = torch.tensor(count, dtype=torch.long, device=device)
         return self
 
     def effective_std(self) -> torch.Tensor:
-        """``s_v`` after the floor ``max(min_std * pooled spread, eps)``, shape ``(1, *spatial)``."""
+        """``s_v`` after the floor ``max(min_std * pooled image spread, eps)``, shape ``(1, *spatial)``."""
         if not self.is_fitted:
             raise RuntimeError("ResidualStatistics is not fitted: call fit() or load a fitted state_dict first.")
-        return self.std.clamp_min(float((self.global_std * self.min_std).clamp_min(self.eps)))
+        floor = (self.global_std * self.min_std).clamp_min(self.eps)  # a tensor: no host sync
+        return torch.maximum(self.std, floor.reshape((1,) * self.std.dim()))
 
     def normalize(self, maps: torch.Tensor) -> torch.Tensor:
         """
@@ -164,7 +191,8 @@ class ResidualStatistics(_FittedBaseline):
                 reconstruction (the first two channels of the scorer's output).
 
         Returns:
-            ``|x - a - b * G(E(x))| / s``, ``(1, *spatial)``, on the device of the statistics.
+            ``|x - a - b * G(E(x))| / s`` (``mode="abs"``; the positive or negative part of the signed value for
+            the other modes), ``(1, *spatial)``, on the device of the statistics.
 
         Raises:
             RuntimeError: when the statistics are not fitted.
@@ -181,7 +209,10 @@ class ResidualStatistics(_FittedBaseline):
         maps = maps.to(device=self.mean.device, dtype=torch.float32)
         recon = maps[1:2]
         image = maps[0:1] + recon
-        return (image - self.mean - self.slope * recon).abs() / self.effective_std()
+        z = (image - self.mean - self.slope * recon) / self.effective_std()
+        if self.mode == ZScoreMode.ABS:
+            return z.abs()
+        return z.clamp_min(0) if self.mode == ZScoreMode.POSITIVE else (-z).clamp_min(0)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         """Batched :py:meth:`normalize`: ``(B, C >= 2, *spatial)`` -> ``(B, 1, *spatial)``."""

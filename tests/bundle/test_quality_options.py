@@ -8,10 +8,11 @@ import shutil
 
 import pytest
 import torch
+from monai.bundle import ConfigParser
 
 from tests.bundle.test_inference_bundle import _infer
 from tests.bundle.test_train_bundle import TINY_2D, TRAIN
-from tests.conftest import train_tiny_bundle
+from tests.conftest import REPO_ROOT, train_tiny_bundle
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,7 @@ def test_test_time_switches_change_the_scores(normalized_bundle, tiny_dataset, t
         "no_smoothing": {"heatmap_sigma": 0.0},
         "no_mask": {"heatmap_mask": False},
         "refinement": {"refine_steps": 3, "refine_lr": 0.05},
+        "negative_polarity": {"heatmap_polarity": "negative"},
     }.items():
         _, run = _infer(normalized_bundle, tiny_dataset, tmp_path / name, **override)
         run()
@@ -60,6 +62,16 @@ def test_test_time_switches_change_the_scores(normalized_bundle, tiny_dataset, t
     for name, rows in runs.items():
         assert rows.keys() == default.keys() and all(r["status"] == "ok" for r in rows.values())
         assert any(rows[k]["score_residual"] != default[k]["score_residual"] for k in rows), name
+
+
+def test_polarity_reaches_the_statistics_and_the_zscore_baseline():
+    for config in ("train.json", "inference.json", "evaluate.json"):
+        parser = ConfigParser()
+        parser.read_config(str(REPO_ROOT / "bundles" / "bigan" / config))
+        parser["heatmap_polarity"] = "negative"
+        assert parser.get_parsed_content("residual_statistics").mode == "negative", config
+        if config == "evaluate.json":
+            assert parser.get_parsed_content("zscore#baseline").mode == "negative"
 
 
 def test_best_checkpoint_selection_never_reads_the_test_split(tmp_path, tiny_dataset):

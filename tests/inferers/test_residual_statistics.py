@@ -6,6 +6,7 @@ import pytest
 import torch
 from monai.inferers import SliceInferer
 
+from monai_bigan.baselines import ZScoreBaseline
 from monai_bigan.inferers import AnomalyScorer, ResidualStatistics, residual_maps
 from tests.conftest import tiny_bigan
 
@@ -60,6 +61,42 @@ def test_a_lesion_stands_out_where_the_reconstruction_explains_healthy_variation
     lesion_image = 0.2 + 0.8 * recon[0] - 0.5  # darker than the reconstruction predicts by 0.5 everywhere
     z = stats.normalize(torch.cat([lesion_image - recon[0], recon[0]]))
     assert float(z.min()) > 2.0  # far above healthy (|z| ~ 1) although the image itself is within the healthy range
+
+
+@pytest.mark.parametrize("grid", [(8, 8), (8, 8, 6)])
+def test_the_std_floor_is_the_zscore_baselines_floor_on_the_same_images(grid):
+    """Both maps share one noise floor in image units, so they differ only in what they subtract."""
+    maps, image, _ = _healthy_maps(20, grid)
+    image[:, :, :2] = -1.0  # background, constant in every scan and reconstructed exactly: its spread is floored
+    maps[:, 1:, :2] = -1.0
+    maps[:, :1] = image - maps[:, 1:]
+    stats = ResidualStatistics(regress=False, min_std=0.1).fit(maps)
+    zscore = ZScoreBaseline(min_std=0.1).fit(image)
+    torch.testing.assert_close(stats.global_std, zscore.global_std, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(stats.global_std, image.double().std().float().reshape(1), rtol=1e-5, atol=1e-6)
+    floor = 0.1 * float(zscore.global_std)
+    assert float(stats.effective_std().min()) == pytest.approx(floor, rel=1e-5)
+    torch.testing.assert_close(stats.effective_std(), stats.std.clamp_min(floor))
+
+
+def test_modes_keep_only_the_deviations_of_their_sign():
+    maps, _, recon = _healthy_maps(50, (6, 6))
+    new = _healthy_maps(1, (6, 6), seed=3)[0][0]
+    new[0, :3] -= 1.0  # darker than predicted in the first rows, brighter in the last
+    new[0, 3:] += 1.0
+    signed = None
+    out = {}
+    for mode in ("abs", "negative", "positive"):
+        stats = ResidualStatistics(regress=False, mode=mode).fit(maps)
+        out[mode] = stats.normalize(new)
+        signed = (new[:1] + new[1:] - stats.mean - stats.slope * new[1:]) / stats.effective_std()
+    torch.testing.assert_close(out["abs"], signed.abs())
+    torch.testing.assert_close(out["negative"], (-signed).clamp_min(0))
+    torch.testing.assert_close(out["positive"], signed.clamp_min(0))
+    assert float(out["negative"][0, :3].min()) > 2.0 and float(out["negative"][0, 3:].max()) == 0.0
+    assert float(out["positive"][0, 3:].min()) > 2.0 and float(out["positive"][0, :3].max()) == 0.0
+    with pytest.raises(ValueError, match="mode"):
+        ResidualStatistics(mode="both")
 
 
 def test_wrong_input_and_unfitted_raise(tmp_path):

@@ -38,6 +38,25 @@ class ZScoreMode:
     NEGATIVE = "negative"
 
 
+def _check_mode(mode: str) -> str:
+    if mode not in (ZScoreMode.ABS, ZScoreMode.POSITIVE, ZScoreMode.NEGATIVE):
+        raise ValueError(f"mode must be 'abs', 'positive' or 'negative', got {mode!r}.")
+    return mode
+
+
+def _deviations(z: torch.Tensor, mode: str) -> torch.Tensor:
+    """The deviations of a signed z map that ``mode`` counts: ``|z|``, ``max(z, 0)`` or ``max(-z, 0)``."""
+    if mode == ZScoreMode.ABS:
+        return z.abs()
+    return z.clamp_min(0) if mode == ZScoreMode.POSITIVE else (-z).clamp_min(0)
+
+
+def _floored_std(std: torch.Tensor, global_std: torch.Tensor, min_std: float, eps: float) -> torch.Tensor:
+    """``std`` ``(C, *spatial)`` floored at ``max(min_std * global_std, eps)`` per channel, without a host sync."""
+    floor = (global_std * min_std).clamp_min(eps)
+    return torch.maximum(std, floor.reshape((-1,) + (1,) * (std.dim() - 1)))
+
+
 def _to_tensor(data: Any) -> torch.Tensor:
     """A plain (not MetaTensor) detached tensor from a tensor or an array."""
     if isinstance(data, torch.Tensor):
@@ -193,11 +212,9 @@ class ZScoreBaseline(_FittedBaseline):
 
     def __init__(self, mode: str = ZScoreMode.ABS, min_std: float = 0.1, eps: float = 1e-6) -> None:
         super().__init__()
-        if mode not in (ZScoreMode.ABS, ZScoreMode.POSITIVE, ZScoreMode.NEGATIVE):
-            raise ValueError(f"mode must be 'abs', 'positive' or 'negative', got {mode!r}.")
         if min_std < 0 or eps < 0:
             raise ValueError(f"min_std and eps must be non-negative, got {min_std} and {eps}.")
-        self.mode = mode
+        self.mode = _check_mode(mode)
         self.min_std = float(min_std)
         self.eps = float(eps)
         self.register_buffer("mean", torch.zeros(0))
@@ -272,8 +289,7 @@ class ZScoreBaseline(_FittedBaseline):
         """
         if not self.is_fitted:
             raise RuntimeError("ZScoreBaseline is not fitted: call fit() or load a fitted state_dict first.")
-        floor = (self.global_std * self.min_std).clamp_min(self.eps)
-        return torch.maximum(self.std, floor.reshape((-1,) + (1,) * (self.std.dim() - 1)))
+        return _floored_std(self.std, self.global_std, self.min_std, self.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """
@@ -290,11 +306,5 @@ class ZScoreBaseline(_FittedBaseline):
         x = self._check_input(x)
         mean = self.mean.to(device=x.device, dtype=x.dtype).unsqueeze(0)
         std = self.effective_std().to(device=x.device, dtype=x.dtype).unsqueeze(0)
-        z = (x - mean) / std
-        if self.mode == ZScoreMode.ABS:
-            z = z.abs()
-        elif self.mode == ZScoreMode.POSITIVE:
-            z = z.clamp_min(0)
-        else:
-            z = (-z).clamp_min(0)
+        z = _deviations((x - mean) / std, self.mode)
         return self._assemble(z, mean.expand(x.shape[0], *mean.shape[1:]))

@@ -28,7 +28,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_bigan.io.atomic import atomic_path
 from monai_bigan.utils.bundle import as_bool
-from monai_bigan.utils.checkpoint import find_checkpoints, load_checkpoint
+from monai_bigan.utils.checkpoint import find_checkpoints, load_checkpoint, scoring_network_key
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 Checkpoint, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Checkpoint")
@@ -250,8 +250,7 @@ class SafeCheckpointLoader(CheckpointLoader):
 
     def __call__(self, engine: Engine) -> None:
         checkpoint = load_checkpoint(self.load_path, map_location=self.map_location)
-        if "ema_network" in self.load_dict and "ema_network" not in checkpoint and "network" in checkpoint:
-            # trained without EMA (ema_decay 0): the networks themselves are what there is to score with
+        if "ema_network" in self.load_dict and scoring_network_key(checkpoint) == "network":
             self.logger.warning(f"{self.load_path} has no EMA copy (trained with ema_decay 0): loading 'network'.")
             checkpoint = dict(checkpoint, ema_network=checkpoint["network"])
         missing = [k for k in self.load_dict if k not in checkpoint]

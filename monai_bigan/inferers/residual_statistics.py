@@ -29,7 +29,14 @@ import torch
 from monai.data import decollate_batch
 from monai.networks import eval_mode
 
-from monai_bigan.baselines.zscore import ZScoreMode, _FittedBaseline, _iter_images
+from monai_bigan.baselines.zscore import (
+    ZScoreMode,
+    _check_mode,
+    _deviations,
+    _FittedBaseline,
+    _floored_std,
+    _iter_images,
+)
 
 __all__ = ["ResidualStatistics", "residual_maps"]
 
@@ -94,9 +101,7 @@ class ResidualStatistics(_FittedBaseline):
         super().__init__()
         if max_slope <= 0 or min_std < 0 or eps < 0:
             raise ValueError(f"need max_slope > 0 and non-negative floors, got {max_slope}, {min_std}, {eps}.")
-        if mode not in (ZScoreMode.ABS, ZScoreMode.POSITIVE, ZScoreMode.NEGATIVE):
-            raise ValueError(f"mode must be 'abs', 'positive' or 'negative', got {mode!r}.")
-        self.mode = mode
+        self.mode = _check_mode(mode)
         self.regress = regress
         self.max_slope = float(max_slope)
         self.min_std = float(min_std)
@@ -179,8 +184,7 @@ class ResidualStatistics(_FittedBaseline):
         """``s_v`` after the floor ``max(min_std * pooled image spread, eps)``, shape ``(1, *spatial)``."""
         if not self.is_fitted:
             raise RuntimeError("ResidualStatistics is not fitted: call fit() or load a fitted state_dict first.")
-        floor = (self.global_std * self.min_std).clamp_min(self.eps)  # a tensor: no host sync
-        return torch.maximum(self.std, floor.reshape((1,) * self.std.dim()))
+        return _floored_std(self.std, self.global_std, self.min_std, self.eps)
 
     def normalize(self, maps: torch.Tensor) -> torch.Tensor:
         """
@@ -209,10 +213,7 @@ class ResidualStatistics(_FittedBaseline):
         maps = maps.to(device=self.mean.device, dtype=torch.float32)
         recon = maps[1:2]
         image = maps[0:1] + recon
-        z = (image - self.mean - self.slope * recon) / self.effective_std()
-        if self.mode == ZScoreMode.ABS:
-            return z.abs()
-        return z.clamp_min(0) if self.mode == ZScoreMode.POSITIVE else (-z).clamp_min(0)
+        return _deviations((image - self.mean - self.slope * recon) / self.effective_std(), self.mode)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         """Batched :py:meth:`normalize`: ``(B, C >= 2, *spatial)`` -> ``(B, 1, *spatial)``."""

@@ -37,6 +37,7 @@ from monai.data import MetaTensor
 
 from monai_bigan.data.datalist import DATALIST_FILENAME
 from monai_bigan.io.atomic import atomic_write_text
+from monai_bigan.utils.checkpoint import load_checkpoint, scoring_network_key
 
 __all__ = [
     "OVERRIDES_FILENAME",
@@ -281,9 +282,8 @@ def build_inference_workflow(bundle: LabelBundle, device: str | torch.device = "
     inferer = parser.get_parsed_content("inferer")
     network = parser.get_parsed_content("network")
     checkpoint_key = parser.get_parsed_content("checkpoint_key") if "checkpoint_key" in parser else "network"
-    checkpoint = torch.load(bundle.ckpt_file, map_location=device, weights_only=True)
-    if checkpoint_key == "ema_network" and checkpoint_key not in checkpoint and "network" in checkpoint:
-        checkpoint_key = "network"  # trained without EMA (ema_decay 0)
+    checkpoint = load_checkpoint(bundle.ckpt_file, map_location=device)
+    checkpoint_key = scoring_network_key(checkpoint, checkpoint_key)
     if checkpoint_key not in checkpoint:
         raise KeyError(
             f"{bundle.ckpt_file} has no {checkpoint_key!r} entry (it has {sorted(checkpoint)}): "

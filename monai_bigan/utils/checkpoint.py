@@ -17,7 +17,7 @@ import os
 import pickle
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from monai.transforms import Randomizable
 
-__all__ = ["RNGState", "UnsafeCheckpointError", "find_checkpoints", "load_checkpoint"]
+__all__ = ["RNGState", "UnsafeCheckpointError", "find_checkpoints", "load_checkpoint", "scoring_network_key"]
 
 
 def _numpy_state_to_list(state: tuple) -> list:
@@ -184,3 +184,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> dict:
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path}: expected a dictionary of state dicts, got {type(checkpoint).__name__}.")
     return checkpoint
+
+
+def scoring_network_key(checkpoint: Mapping[str, Any], key: str = "ema_network") -> str:
+    """
+    The checkpoint entry to score with: ``key``, except that a model trained without EMA (``ema_decay 0``) has no
+    ``"ema_network"`` entry, and its plain ``"network"`` is then what there is to score with.
+
+    Args:
+        checkpoint: a loaded checkpoint dictionary.
+        key: the entry the config asks for.
+    """
+    if key == "ema_network" and key not in checkpoint and "network" in checkpoint:
+        return "network"
+    return key

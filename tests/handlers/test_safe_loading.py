@@ -5,7 +5,7 @@ import torch
 from ignite.engine import Engine
 
 from monai_bigan.handlers import SafeCheckpointLoader
-from monai_bigan.utils import UnsafeCheckpointError, load_checkpoint
+from monai_bigan.utils import UnsafeCheckpointError, load_checkpoint, scoring_network_key
 
 
 class Payload:
@@ -45,3 +45,10 @@ def test_truncated_missing_and_wrong_checkpoints(tmp_path):
     other = torch.nn.Linear(2, 2)
     SafeCheckpointLoader(str(good), {"network": other})(Engine(lambda e, b: None))
     torch.testing.assert_close(other.weight, net.weight)
+
+
+def test_scoring_network_key_falls_back_to_the_plain_networks_without_ema():
+    assert scoring_network_key({"ema_network": {}, "network": {}}) == "ema_network"
+    assert scoring_network_key({"network": {}}) == "network"  # trained with ema_decay 0
+    assert scoring_network_key({"network": {}}, "network") == "network"
+    assert scoring_network_key({"generator": {}}) == "ema_network"  # nothing to fall back to: the caller reports it

@@ -10,6 +10,8 @@ from monai_bigan.baselines import ZScoreBaseline
 from monai_bigan.inferers import AnomalyScorer, ResidualStatistics, residual_maps
 from tests.conftest import tiny_bigan
 
+ZSCORE_MODES = ("abs", "negative", "positive")
+
 
 def _healthy_maps(n: int, grid: tuple[int, ...], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Maps (x - recon, recon) of scans x = 0.2 + 0.8 * recon + noise, with a voxel-dependent noise level."""
@@ -80,16 +82,13 @@ def test_the_std_floor_is_the_zscore_baselines_floor_on_the_same_images(grid):
 
 
 def test_modes_keep_only_the_deviations_of_their_sign():
-    maps, _, recon = _healthy_maps(50, (6, 6))
+    maps = _healthy_maps(50, (6, 6))[0]
     new = _healthy_maps(1, (6, 6), seed=3)[0][0]
     new[0, :3] -= 1.0  # darker than predicted in the first rows, brighter in the last
     new[0, 3:] += 1.0
-    signed = None
-    out = {}
-    for mode in ("abs", "negative", "positive"):
-        stats = ResidualStatistics(regress=False, mode=mode).fit(maps)
-        out[mode] = stats.normalize(new)
-        signed = (new[:1] + new[1:] - stats.mean - stats.slope * new[1:]) / stats.effective_std()
+    out = {mode: ResidualStatistics(regress=False, mode=mode).fit(maps).normalize(new) for mode in ZSCORE_MODES}
+    stats = ResidualStatistics(regress=False).fit(maps)
+    signed = (new[:1] + new[1:] - stats.mean - stats.slope * new[1:]) / stats.effective_std()
     torch.testing.assert_close(out["abs"], signed.abs())
     torch.testing.assert_close(out["negative"], (-signed).clamp_min(0))
     torch.testing.assert_close(out["positive"], signed.clamp_min(0))

@@ -17,9 +17,13 @@ the lateral ventricles and the centrum semiovale, where the demo lesions are mos
 roughly the same view, as in a 2D image data set:
 
 - training: every ``step``-th slice of the band of each healthy training subject;
-- validation and test: one slice per subject; for a subject with lesions the band slice with the largest lesion
-  area, otherwise a random band slice. The image label comes from the slice's own lesion mask (a subject whose
-  lesions all lie outside the band gives a healthy image).
+- validation: every ``validation_step``-th slice of the band of each validation subject (by default ``step``), so
+  that thresholds and choices made on validation rest on about a hundred images rather than a dozen; lesion edges
+  make it harder than the test split;
+- test: one slice per subject; for a subject with lesions the band slice with the largest lesion area, otherwise a
+  random band slice. ``validation_step=0`` picks the validation slices the same way.
+
+Each image's label comes from the slice's own lesion mask (a slice whose subject's lesions lie elsewhere is healthy).
 
 Command line::
 
@@ -48,7 +52,7 @@ __all__ = ["SLICES_INFO_FILENAME", "extract_demo_slices", "ensure_demo_slices", 
 logger = logging.getLogger(__name__)
 
 SLICES_INFO_FILENAME = "demo_slices_info.json"
-SLICES_FORMAT_VERSION = 1
+SLICES_FORMAT_VERSION = 2
 
 
 def _band(brain: np.ndarray, band: tuple[float, float]) -> np.ndarray:
@@ -75,7 +79,9 @@ def _save_slice(array: np.ndarray, affine: np.ndarray, index: int, path: Path) -
     nib.save(img, path)
 
 
-def _write(source: Path, folder: Path, band: tuple[float, float], step: int, seed: int) -> dict[str, Any]:
+def _write(
+    source: Path, folder: Path, band: tuple[float, float], step: int, validation_step: int, seed: int
+) -> dict[str, Any]:
     datalist: dict[str, list[dict]] = {}
     for split in ("training", "validation", "test"):
         entries = load_datalist(source, split, required=split == "training")
@@ -88,6 +94,8 @@ def _write(source: Path, folder: Path, band: tuple[float, float], step: int, see
             slices = _band(brain, band)
             if split == "training":
                 chosen = slices[::step]
+            elif split == "validation" and validation_step > 0:
+                chosen = slices[::validation_step]
             elif lesion is not None and lesion[..., slices].any():
                 chosen = [int(slices[np.argmax(lesion[..., slices].sum(axis=(0, 1)))])]
             else:
@@ -112,11 +120,14 @@ def _write(source: Path, folder: Path, band: tuple[float, float], step: int, see
     }
 
 
-def _params(source: Path, band: Sequence[float], step: int, seed: int) -> dict[str, Any]:
+def _params(source: Path, band: Sequence[float], step: int, validation_step: int | None, seed: int) -> dict[str, Any]:
     if not (0.0 <= band[0] <= band[1] <= 1.0):
         raise ValueError(f"band must be two fractions 0 <= low <= high <= 1, got {list(band)}.")
     if step < 1:
         raise ValueError(f"step must be at least 1, got {step}.")
+    validation_step = step if validation_step is None else validation_step
+    if validation_step < 0:
+        raise ValueError(f"validation_step must be 0 (one slice per subject) or more, got {validation_step}.")
     info_path = source / "demo_info.json"
     source_info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
     return {
@@ -124,6 +135,7 @@ def _params(source: Path, band: Sequence[float], step: int, seed: int) -> dict[s
         "source_parameters": source_info.get("parameters"),
         "band": [float(band[0]), float(band[1])],
         "step": int(step),
+        "validation_step": int(validation_step),
         "seed": int(seed),
     }
 
@@ -135,6 +147,7 @@ def extract_demo_slices(
     step: int = 2,
     seed: int = 0,
     overwrite: bool = False,
+    validation_step: int | None = None,
 ) -> Path:
     """
     Write the 2D-image demo data set (see the module docstring) from a 3D demo data set.
@@ -147,15 +160,17 @@ def extract_demo_slices(
             2D demo data set.
         band: the inferior-superior band of the brain the slices come from, as fractions of its extent.
         step: training slices are every ``step``-th slice of the band.
-        seed: seed of the choice of the healthy validation and test slices.
+        seed: seed of the choice of the healthy test (and one-per-subject validation) slices.
         overwrite: replace an existing 2D demo data set.
+        validation_step: validation slices are every ``validation_step``-th slice of the band (None: ``step``), or
+            one slice per subject chosen as for the test split if 0.
 
     Returns:
         the path of the written ``datalist.json``.
 
     Raises:
         FileExistsError: ``output_dir`` holds something else, or a data set and ``overwrite`` is False.
-        ValueError: bad ``band`` or ``step``, or an empty brain mask.
+        ValueError: bad ``band``, ``step`` or ``validation_step``, or an empty brain mask.
 
     Example::
 
@@ -163,7 +178,7 @@ def extract_demo_slices(
     """
     source = Path(os.path.abspath(source_dir))
     folder = Path(os.path.abspath(output_dir))
-    params = _params(source, band, step, seed)
+    params = _params(source, band, step, validation_step, seed)
     if folder.exists() and any(folder.iterdir()):
         if not (folder / SLICES_INFO_FILENAME).is_file():
             raise FileExistsError(f"{str(folder)!r} is not empty and holds no {SLICES_INFO_FILENAME}; left alone.")
@@ -172,7 +187,7 @@ def extract_demo_slices(
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
     try:
-        summary = _write(source, tmp, tuple(params["band"]), step, seed)
+        summary = _write(source, tmp, tuple(params["band"]), step, params["validation_step"], seed)
         with open(tmp / SLICES_INFO_FILENAME, "w", encoding="utf-8") as f:
             json.dump({**params, **summary, "source": str(source)}, f, indent=2)
         if folder.exists():
@@ -195,14 +210,19 @@ def ensure_demo_slices(output_dir: str | os.PathLike, source_dir: str | os.PathL
     Args:
         output_dir: the 2D data set folder.
         source_dir: the 3D demo data set folder.
-        kwargs: ``band``, ``step``, ``seed`` of :py:func:`extract_demo_slices`.
+        kwargs: ``band``, ``step``, ``validation_step``, ``seed`` of :py:func:`extract_demo_slices`.
 
     Returns:
         ``output_dir`` as an absolute path string.
     """
     folder = Path(os.path.abspath(output_dir))
-    params = _params(Path(os.path.abspath(source_dir)), kwargs.get("band", (0.4, 0.65)), kwargs.get("step", 2), 0)
-    params["seed"] = int(kwargs.get("seed", 0))
+    params = _params(
+        Path(os.path.abspath(source_dir)),
+        kwargs.get("band", (0.4, 0.65)),
+        kwargs.get("step", 2),
+        kwargs.get("validation_step"),
+        kwargs.get("seed", 0),
+    )
     info_path = folder / SLICES_INFO_FILENAME
     if info_path.is_file():
         info = json.loads(info_path.read_text(encoding="utf-8"))
@@ -222,14 +242,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output_dir", required=True, help="folder of the 2D data set")
     parser.add_argument("--band", type=float, nargs=2, default=(0.4, 0.65), help="slice band, fractions of the brain")
     parser.add_argument("--step", type=int, default=2, help="every step-th training slice of the band")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the healthy validation/test slice choice")
+    parser.add_argument(
+        "--validation_step",
+        type=int,
+        default=None,
+        help="every N-th validation slice of the band (default: --step); 0: one slice per subject, as for test",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the healthy test slice choice")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing 2D demo data set")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.overwrite:
-        extract_demo_slices(args.source_dir, args.output_dir, args.band, args.step, args.seed, overwrite=True)
+        extract_demo_slices(
+            args.source_dir, args.output_dir, args.band, args.step, args.seed, True, args.validation_step
+        )
     else:
-        ensure_demo_slices(args.output_dir, args.source_dir, band=tuple(args.band), step=args.step, seed=args.seed)
+        ensure_demo_slices(
+            args.output_dir,
+            args.source_dir,
+            band=tuple(args.band),
+            step=args.step,
+            validation_step=args.validation_step,
+            seed=args.seed,
+        )
     return 0
 
 

@@ -126,3 +126,66 @@ def test_boolean_switches_accept_command_line_strings(tmp_path, tiny_dataset):
     _, run = _infer(root, tiny_dataset, tmp_path / "out", heatmap_normalize="False", heatmap_mask="false")
     run()
     assert all(r["status"] == "ok" for r in _scores(tmp_path / "out").values())
+
+
+def _run_calibrating(root, dataset_dir, **overrides):
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(
+        config_file=TRAIN,
+        workflow_type="train",
+        run_id="calibrating",
+        bundle_root=str(root),
+        dataset_dir=str(dataset_dir),
+        **{**TINY_2D, **overrides},
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+
+
+def test_recalibration_refits_statistics_and_thresholds_for_test_time_refinement(tmp_path, tiny_dataset):
+    root = train_tiny_bundle(tmp_path / "bundle", tiny_dataset, TRAIN, **TINY_2D)
+    models = root / "models"
+    before = torch.load(models / "model.pt", weights_only=True)
+    best_bytes = (models / "model_best.pt").read_bytes()
+    calibration_before = json.loads((models / "calibration.json").read_text())
+    _run_calibrating(root, tiny_dataset, refine_steps=10, refine_lr=0.5)
+    after = torch.load(models / "model.pt", weights_only=True)
+    # the weights are kept; the statistics are refitted on the same scans with the refined residuals
+    for key in ("network", "ema_network"):
+        assert all(torch.equal(before[key][k], after[key][k]) for k in before[key])
+    stats_before, stats_after = before["residual_statistics"], after["residual_statistics"]
+    assert int(stats_after["num_samples"]) == int(stats_before["num_samples"])
+    assert not torch.allclose(stats_after["mean"], stats_before["mean"])
+    calibration_after = json.loads((models / "calibration.json").read_text())
+    assert calibration_after["healthy_scores"] != calibration_before["healthy_scores"]
+    assert (models / "model_best.pt").read_bytes() == best_bytes  # other checkpoints are left alone
+
+
+def test_training_with_refinement_ends_with_a_recalibration(tmp_path, tiny_dataset):
+    root = train_tiny_bundle(tmp_path / "bundle", tiny_dataset, TRAIN, refine_steps=10, refine_lr=0.5, **TINY_2D)
+    final = torch.load(root / "models" / "model.pt", weights_only=True)["residual_statistics"]
+    # the epoch checkpoint holds the statistics of the (unrefined) validation scorer, the final model refitted ones
+    last_epoch = torch.load(root / "models" / "checkpoint_epoch=1.pt", weights_only=True)["residual_statistics"]
+    assert not torch.allclose(final["mean"], last_epoch["mean"])
+    plain = train_tiny_bundle(tmp_path / "plain", tiny_dataset, TRAIN, **TINY_2D)
+    plain_final = torch.load(plain / "models" / "model.pt", weights_only=True)["residual_statistics"]
+    plain_epoch = torch.load(plain / "models" / "checkpoint_epoch=1.pt", weights_only=True)["residual_statistics"]
+    assert torch.equal(plain_final["mean"], plain_epoch["mean"])  # without refinement nothing is refitted
+
+
+def test_only_the_recalibration_scorer_refines_and_the_2d_image_preset_does():
+    for files, steps in (([], 0), (["configs/images_2d.json"], 20)):
+        parser = ConfigParser()
+        parser.read_config([str(REPO_ROOT / "bundles" / "bigan" / "train.json")] + [str(REPO_ROOT / f) for f in files])
+        parser["dataset_dir"] = "unused"
+        assert parser.get_parsed_content("validate#scorer", lazy=True).refine_steps == 0  # costly at every epoch
+        assert parser.get_parsed_content("calibrate#scorer", lazy=True).refine_steps == steps
+
+
+def test_recalibration_without_a_trained_model_says_what_to_do(tmp_path, tiny_dataset):
+    with pytest.raises(Exception) as info:
+        _run_calibrating(tmp_path / "empty", tiny_dataset, refine_steps=5)
+    text = str(info.value) + str(info.value.__cause__ or "")
+    assert "model.pt not found" in text and "train the model first" in text

@@ -31,10 +31,10 @@ def test_slices_are_2d_images_with_their_masks_and_labels(volumes: Path, tmp_pat
     folder = extract_demo_slices(volumes, tmp_path / "demo2d", step=2).parent
     training = load_datalist(folder, "training")
     assert len(training) > 2  # several slices of the band per training subject
+    assert len(load_datalist(folder, "validation")) > 2  # validation too, by default
+    assert len(load_datalist(folder, "test")) == 2  # one image per subject
     for split in ("validation", "test"):
-        entries = load_datalist(folder, split)
-        assert len(entries) == 2  # one image per subject
-        for entry in entries:
+        for entry in load_datalist(folder, split):
             img = nib.load(entry["image"])
             mask = np.asarray(nib.load(entry["mask"]).dataobj)
             assert img.ndim == 2 and mask.shape == img.shape
@@ -48,12 +48,33 @@ def test_slices_are_2d_images_with_their_masks_and_labels(volumes: Path, tmp_pat
 
 
 def test_lesion_subjects_give_their_largest_lesion_slice(volumes: Path, tmp_path: Path) -> None:
-    folder = extract_demo_slices(volumes, tmp_path / "demo2d", band=(0.0, 1.0)).parent
+    folder = extract_demo_slices(volumes, tmp_path / "demo2d", band=(0.0, 1.0), validation_step=0).parent
+    for split in ("validation", "test"):
+        entries, sources = load_datalist(folder, split), load_datalist(volumes, split)
+        assert len(entries) == len(sources)  # one per subject
     for entry, source in zip(load_datalist(folder, "validation"), load_datalist(volumes, "validation")):
         lesion = np.asarray(nib.load(source["mask"]).dataobj) > 0
         z = int(Path(entry["image"]).name.split("_z")[1][:3])
         assert lesion[..., z].sum() == lesion.sum(axis=(0, 1)).max()
         assert entry["label"] == 1
+
+
+def test_validation_slices_leave_the_test_split_unchanged(volumes: Path, tmp_path: Path) -> None:
+    one = extract_demo_slices(volumes, tmp_path / "one", validation_step=0).parent
+    band = extract_demo_slices(volumes, tmp_path / "band", step=2, validation_step=1).parent
+    per_subject = load_datalist(one, "validation")
+    every_slice = load_datalist(band, "validation")
+    assert len(every_slice) > 2 * len(per_subject)
+    # every band slice: the one-per-subject slice is among them, each labelled by its own lesion mask
+    names = {Path(e["image"]).name for e in every_slice}
+    assert {Path(e["image"]).name for e in per_subject} <= names
+    for entry in every_slice:
+        assert entry["label"] == int(np.asarray(nib.load(entry["mask"]).dataobj).any())
+    assert [Path(e["image"]).name for e in load_datalist(one, "test")] == [
+        Path(e["image"]).name for e in load_datalist(band, "test")
+    ]
+    with pytest.raises(ValueError, match="validation_step"):
+        extract_demo_slices(volumes, tmp_path / "x", validation_step=-1)
 
 
 def test_ensure_reuses_and_protects_folders(volumes: Path, tmp_path: Path) -> None:
@@ -64,6 +85,8 @@ def test_ensure_reuses_and_protects_folders(volumes: Path, tmp_path: Path) -> No
     assert json.loads((folder / SLICES_INFO_FILENAME).read_text())["step"] == 2
     ensure_demo_slices(tmp_path / "demo2d", volumes, step=3)  # other parameters: rewritten
     assert json.loads((folder / SLICES_INFO_FILENAME).read_text())["step"] == 3
+    ensure_demo_slices(tmp_path / "demo2d", volumes, step=3, validation_step=0)
+    assert len(load_datalist(folder, "validation")) == 2
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -51,6 +52,8 @@ class CalibrationHandler:
         image_key: key of the preprocessed image in the output.
         label_key: key of the scan label in the output (0 healthy, 1 anomalous; missing means healthy).
         max_voxels_per_scan: cap on the residual samples kept per scan, to bound memory on large volumes.
+        scoring: the scoring settings of the evaluator (:py:func:`monai_bigan.utils.scoring_settings`), recorded in
+            the calibration so that inference can warn when it scores differently.
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class CalibrationHandler:
         image_key: str = "image",
         label_key: str = "label",
         max_voxels_per_scan: int = 200_000,
+        scoring: Mapping[str, Any] | None = None,
     ) -> None:
         self.calibration_file = calibration_file
         self.target_fpr = target_fpr
@@ -72,6 +76,7 @@ class CalibrationHandler:
         self.image_key = image_key
         self.label_key = label_key
         self.max_voxels_per_scan = max_voxels_per_scan
+        self.scoring = scoring
         self.logger = logging.getLogger(__name__)
         self.calibration: ScoreCalibration | None = None
         self._reset()
@@ -110,7 +115,12 @@ class CalibrationHandler:
             return
         try:
             self.calibration = ScoreCalibration.fit(
-                self._scores, self._labels, self._residuals, target_fpr=self.target_fpr, voxel_fpr=self.voxel_fpr
+                self._scores,
+                self._labels,
+                self._residuals,
+                target_fpr=self.target_fpr,
+                voxel_fpr=self.voxel_fpr,
+                scoring=self.scoring,
             )
         except ValueError as e:
             self.logger.warning(f"calibration not written: {e}")

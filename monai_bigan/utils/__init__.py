@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from .bundle import as_bool, default_bundle_root, require_file
-from .calibration import ScoreCalibration
+from .calibration import ScoreCalibration, scoring_settings
 from .checkpoint import RNGState, UnsafeCheckpointError, find_checkpoints, load_checkpoint, scoring_network_key
 from .ema import ema_decay_at, update_ema
 from .enums import AnomalyKeys, BiGANIterationEvents, BiGANKeys

@@ -160,6 +160,9 @@ def test_recalibration_refits_statistics_and_thresholds_for_test_time_refinement
     assert not torch.allclose(stats_after["mean"], stats_before["mean"])
     calibration_after = json.loads((models / "calibration.json").read_text())
     assert calibration_after["healthy_scores"] != calibration_before["healthy_scores"]
+    # each records the scorer it was fitted with, so that inference can warn when it scores differently
+    assert calibration_before["scoring"]["refine_steps"] == 0
+    assert calibration_after["scoring"]["refine_steps"] == 10 and calibration_after["scoring"]["refine_lr"] == 0.5
     assert (models / "model_best.pt").read_bytes() == best_bytes  # other checkpoints are left alone
 
 

@@ -75,14 +75,14 @@ def _seed():
     np.random.seed(0)
 
 
-def train_tiny_bundle(root: Path, dataset_dir: Path, config_file, **overrides) -> Path:
-    """Run the training bundle for one epoch (unless overridden) into ``root`` and return it."""
+def train_tiny_bundle(root: Path, dataset_dir: Path, config_file, run_id: str = "training", **overrides) -> Path:
+    """Run the training bundle (``run_id`` of it) for one epoch (unless overridden) into ``root`` and return it."""
     from monai.bundle import ConfigWorkflow
 
     wf = ConfigWorkflow(
         config_file=config_file,
         workflow_type="train",
-        run_id="training",
+        run_id=run_id,
         bundle_root=str(root),
         dataset_dir=str(dataset_dir),
         **{"max_epochs": 1, **overrides},

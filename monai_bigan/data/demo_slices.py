@@ -254,7 +254,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.overwrite:
         extract_demo_slices(
-            args.source_dir, args.output_dir, args.band, args.step, args.seed, True, args.validation_step
+            args.source_dir,
+            args.output_dir,
+            band=args.band,
+            step=args.step,
+            seed=args.seed,
+            overwrite=True,
+            validation_step=args.validation_step,
         )
     else:
         ensure_demo_slices(

@@ -128,29 +128,13 @@ def test_boolean_switches_accept_command_line_strings(tmp_path, tiny_dataset):
     assert all(r["status"] == "ok" for r in _scores(tmp_path / "out").values())
 
 
-def _run_calibrating(root, dataset_dir, **overrides):
-    from monai.bundle import ConfigWorkflow
-
-    wf = ConfigWorkflow(
-        config_file=TRAIN,
-        workflow_type="train",
-        run_id="calibrating",
-        bundle_root=str(root),
-        dataset_dir=str(dataset_dir),
-        **{**TINY_2D, **overrides},
-    )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-
-
 def test_recalibration_refits_statistics_and_thresholds_for_test_time_refinement(tmp_path, tiny_dataset):
     root = train_tiny_bundle(tmp_path / "bundle", tiny_dataset, TRAIN, **TINY_2D)
     models = root / "models"
     before = torch.load(models / "model.pt", weights_only=True)
     best_bytes = (models / "model_best.pt").read_bytes()
     calibration_before = json.loads((models / "calibration.json").read_text())
-    _run_calibrating(root, tiny_dataset, refine_steps=10, refine_lr=0.5)
+    train_tiny_bundle(root, tiny_dataset, TRAIN, run_id="calibrating", refine_steps=10, refine_lr=0.5, **TINY_2D)
     after = torch.load(models / "model.pt", weights_only=True)
     # the weights are kept; the statistics are refitted on the same scans with the refined residuals
     for key in ("network", "ema_network"):
@@ -185,10 +169,13 @@ def test_only_the_recalibration_scorer_refines_and_the_2d_image_preset_does():
         parser["dataset_dir"] = "unused"
         assert parser.get_parsed_content("validate#scorer", lazy=True).refine_steps == 0  # costly at every epoch
         assert parser.get_parsed_content("calibrate#scorer", lazy=True).refine_steps == steps
+        # and each calibration records the scorer it was fitted with
+        assert parser.get_parsed_content("validation_scoring")["refine_steps"] == 0
+        assert parser.get_parsed_content("scoring")["refine_steps"] == steps
 
 
 def test_recalibration_without_a_trained_model_says_what_to_do(tmp_path, tiny_dataset):
     with pytest.raises(Exception) as info:
-        _run_calibrating(tmp_path / "empty", tiny_dataset, refine_steps=5)
+        train_tiny_bundle(tmp_path / "empty", tiny_dataset, TRAIN, run_id="calibrating", refine_steps=5, **TINY_2D)
     text = str(info.value) + str(info.value.__cause__ or "")
     assert "model.pt not found" in text and "train the model first" in text

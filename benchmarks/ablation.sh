@@ -31,7 +31,11 @@ fi
 
 # the 2D-image preset refines the codes by default (configs/images_2d.json): there the variant switches it off
 refinement_row="latent_refinement||--refine_steps 20 --refine_lr 0.4|default"
-[ "$mode" = images ] && refinement_row="no_latent_refinement||--refine_steps 0|default"
+augmentation_row="augmentation|--augment_prob 1.0||"
+if [ "$mode" = images ]; then  # the 2D-image preset refines and augments by default
+  refinement_row="no_latent_refinement||--refine_steps 0|default"
+  augmentation_row="no_augmentation|--augment_prob 0||"
+fi
 # name | training overrides | test-time overrides | variant whose models are reused (empty: train)
 variants_table=(
   "default|||"
@@ -41,6 +45,7 @@ variants_table=(
   "$refinement_row"
   "feature_matching_score||--discriminator_term feature_matching|default"
   "negative_polarity||--heatmap_polarity negative|default"
+  "$augmentation_row"
   "no_recon_term|--recon_weight 0||"
   "no_ema|--ema_decay 0||"
   "spectral_norm|--spectral_norm true||"

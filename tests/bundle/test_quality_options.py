@@ -9,6 +9,7 @@ import shutil
 import pytest
 import torch
 from monai.bundle import ConfigParser
+from monai.transforms import RandAffined
 
 from tests.bundle.test_inference_bundle import _infer
 from tests.bundle.test_train_bundle import TINY_2D, TRAIN
@@ -179,3 +180,40 @@ def test_recalibration_without_a_trained_model_says_what_to_do(tmp_path, tiny_da
         train_tiny_bundle(tmp_path / "empty", tiny_dataset, TRAIN, run_id="calibrating", refine_steps=5, **TINY_2D)
     text = str(info.value) + str(info.value.__cause__ or "")
     assert "model.pt not found" in text and "train the model first" in text
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_training_augmentation_is_a_switch(spatial_dims):
+    def preprocessing(**overrides):
+        parser = ConfigParser()
+        parser.read_config(str(TRAIN))
+        parser.update({"dataset_dir": "unused", "spatial_dims": spatial_dims, **overrides})
+        return parser.get_parsed_content("train#preprocessing", lazy=True).transforms
+
+    assert not any(isinstance(t, RandAffined) for t in preprocessing())  # off by default
+    augment = [t for t in preprocessing(augment_prob=1.0, augment_rotate=0.3) if isinstance(t, RandAffined)]
+    assert len(augment) == 1 and augment[0] is not None
+    image = torch.zeros((1,) + (16,) * spatial_dims)
+    image[(slice(None),) + (slice(4, 10),) * spatial_dims] = 1.0  # an off-centre block: any rotation moves it
+    augment[0].set_random_state(0)
+    moved = augment[0]({"image": image})["image"]
+    assert moved.shape == image.shape and not torch.allclose(torch.as_tensor(moved), image, atol=1e-3)
+
+
+def test_training_with_augmentation(tmp_path, tiny_dataset):
+    root = train_tiny_bundle(tmp_path / "augmented", tiny_dataset, TRAIN, augment_prob=1.0, **TINY_2D)
+    reference = train_tiny_bundle(tmp_path / "plain", tiny_dataset, TRAIN, **TINY_2D)
+    augmented = torch.load(root / "models" / "model.pt", weights_only=True)["network"]
+    plain = torch.load(reference / "models" / "model.pt", weights_only=True)["network"]
+    assert any(not torch.equal(augmented[k], plain[k]) for k in plain)  # same seed, other training images
+
+
+def test_the_2d_image_preset_augments_its_training_images():
+    parser = ConfigParser()
+    parser.read_config([str(TRAIN), str(REPO_ROOT / "configs" / "images_2d.json")])
+    parser["dataset_dir"] = "unused"
+    transforms = parser.get_parsed_content("train#preprocessing", lazy=True).transforms
+    assert [t.prob for t in transforms if isinstance(t, RandAffined)] == [1.0]
+    # the healthy residual statistics are fitted on the unaugmented images
+    statistics = parser.get_parsed_content("residual_stats#dataset#transform", lazy=True).transforms
+    assert not any(isinstance(t, RandAffined) for t in statistics)

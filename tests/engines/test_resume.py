@@ -114,13 +114,14 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path, tiny_dataset):
     assert not [p for p in os.listdir(models) if p.startswith(".")]  # no temporary files left behind
 
 
-def test_resume_restores_checkpoint_state_and_is_reproducible(tmp_path, tiny_dataset):
+@pytest.mark.parametrize("override", [{}, {"augment_prob": 1.0}], ids=["plain", "augmented"])
+def test_resume_restores_checkpoint_state_and_is_reproducible(tmp_path, tiny_dataset, override):
     """Weights, counters and RNG at the start of a resumed run equal the checkpoint; 1 + 1 epochs == 2 epochs."""
-    _run_workflow(tmp_path / "split", tiny_dataset, 1).run()
+    _run_workflow(tmp_path / "split", tiny_dataset, 1, **override).run()
     ckpt_file = tmp_path / "split" / "models" / "checkpoint_epoch=1.pt"
     ckpt = torch.load(ckpt_file, weights_only=True)
 
-    wf = _run_workflow(tmp_path / "split", tiny_dataset, 2)
+    wf = _run_workflow(tmp_path / "split", tiny_dataset, 2, **override)
     state = _state_after_resume(wf)
     assert wf.parser.get_parsed_content("resume_handler").resumed_from == str(ckpt_file)
     _assert_same(state["network"], ckpt["network"])
@@ -128,7 +129,7 @@ def test_resume_restores_checkpoint_state_and_is_reproducible(tmp_path, tiny_dat
     assert (state["epoch"], state["iteration"]) == (1, ckpt["trainer"]["iteration"])
     assert torch.equal(state["rng"], ckpt["rng"]["torch"])
 
-    wf = _run_workflow(tmp_path / "straight", tiny_dataset, 2)
+    wf = _run_workflow(tmp_path / "straight", tiny_dataset, 2, **override)
     wf.run()
     wf.finalize()
     resumed = torch.load(tmp_path / "split" / "models" / "checkpoint_epoch=2.pt", weights_only=True)

@@ -35,19 +35,4 @@ for setting in "${settings[@]}"; do
     echo "steps $steps lr $lr seed$seed done"
   done
 done
-python - "$out" <<'EOF'
-import json
-import sys
-from pathlib import Path
-
-import numpy as np
-
-for folder in sorted(Path(sys.argv[1]).glob("steps*")):
-    runs = [json.loads(p.read_text())["bigan"] for p in sorted(folder.glob("seed*/validation/metrics.json"))]
-    auroc = np.array([r["auroc"] for r in runs])
-    voxel = np.array([r["voxel_auprc"] for r in runs])
-    print(
-        f"{folder.name}: {len(runs)} seeds, image AUROC {auroc.mean():.3f} ± {auroc.std():.3f}, "
-        f"voxel AUPRC {voxel.mean():.3f} ± {voxel.std():.3f}, mean of both {(auroc.mean() + voxel.mean()) / 2:.3f}"
-    )
-EOF
+python benchmarks/validation_summary.py "$out"

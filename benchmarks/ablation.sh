@@ -20,13 +20,13 @@ seeds=${SEEDS:-"0 1 2"}
 demo=bundles/bigan/data/demo
 python -c "import monai_bigan.data as d; d.ensure_demo_data('$demo')"
 train_cfg=bundles/bigan/train.json
-eval_cfg=bundles/bigan/evaluate.json
+eval_cfg="['bundles/bigan/inference.json','bundles/bigan/evaluate.json']"
 data=$demo
 if [ "$mode" = images ]; then
   data=bundles/bigan/data/demo2d
   python -m monai_bigan.data.demo_slices --source_dir "$demo" --output_dir "$data"
   train_cfg="['bundles/bigan/train.json','configs/images_2d.json']"
-  eval_cfg="['bundles/bigan/evaluate.json','configs/images_2d.json']"
+  eval_cfg="['bundles/bigan/inference.json','bundles/bigan/evaluate.json','configs/images_2d.json']"
 fi
 
 # the 2D-image preset refines the codes by default (configs/images_2d.json): there the variant switches it off

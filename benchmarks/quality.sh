@@ -9,7 +9,7 @@ for seed in 0 1 2; do
   root="$runs/seed$seed"
   python -m monai.bundle run training --config_file bundles/bigan/train.json --bundle_root "$root" \
     --dataset_dir bundles/bigan/data/demo --seed "$seed" "$@"
-  python -m monai.bundle run --config_file bundles/bigan/evaluate.json --bundle_root "$root" \
+  python -m monai.bundle run evaluating --config_file "['bundles/bigan/inference.json','bundles/bigan/evaluate.json']" --bundle_root "$root" \
     --dataset_dir bundles/bigan/data/demo --output_dir "$root/evaluation" "$@"
 done
 python benchmarks/aggregate_metrics.py "$runs"/seed*/evaluation/metrics.json

@@ -17,7 +17,7 @@ seeds=${SEEDS:-"0 1 2"}
 data=bundles/bigan/data/demo2d
 python -m monai_bigan.data.demo_slices --source_dir bundles/bigan/data/demo --output_dir "$data"
 train_cfg="['bundles/bigan/train.json','configs/images_2d.json']"
-eval_cfg="['bundles/bigan/evaluate.json','configs/images_2d.json']"
+eval_cfg="['bundles/bigan/inference.json','bundles/bigan/evaluate.json','configs/images_2d.json']"
 for setting in "${settings[@]}"; do
   steps=${setting%%:*}
   lr=${setting#*:}

@@ -24,7 +24,7 @@ if [ -n "${THREADS:-}" ]; then export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$
 data=bundles/bigan/data/demo2d
 python -m monai_bigan.data.demo_slices --source_dir bundles/bigan/data/demo --output_dir "$data"
 train_cfg="['bundles/bigan/train.json','configs/images_2d.json']"
-eval_cfg="['bundles/bigan/evaluate.json','configs/images_2d.json']"
+eval_cfg="['bundles/bigan/inference.json','bundles/bigan/evaluate.json','configs/images_2d.json']"
 for setting in "${settings[@]}"; do
   name=${setting%%:*}
   overrides=${setting#*:}

@@ -15,12 +15,14 @@ discriminator D(x, z)), trained on healthy scans only, built on MONAI and PyTorc
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.6.0"
 
 from . import (
     baselines,
+    bundle,
     data,
     engines,
+    exceptions,
     handlers,
     inferers,
     io,

@@ -16,18 +16,23 @@ healthy principal subspace.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable
 
 import numpy as np
 import torch
-from sklearn.decomposition import PCA
+from monai.utils import optional_import
 
-from .zscore import _FittedBaseline, _iter_images
+from monai_bigan.baselines.base import FittedBaseline
+from monai_bigan.inferers.voxel_statistics import iter_images
 
 __all__ = ["PCABaseline"]
 
+logger = logging.getLogger(__name__)
 
-class PCABaseline(_FittedBaseline):
+
+class PCABaseline(FittedBaseline):
     """
     Reconstruction anomaly maps from a PCA of healthy training images on a fixed grid.
 
@@ -147,9 +152,11 @@ class PCABaseline(_FittedBaseline):
         Raises:
             ValueError: when the items differ in shape, are not channel-first arrays, or are fewer than two.
         """
+        # imported here: scikit-learn takes seconds to import and only fitting needs it (forward is pure torch)
+        pca_class, _ = optional_import("sklearn.decomposition", name="PCA")
         rows: list[np.ndarray] = []
         shape: tuple[int, ...] | None = None
-        for item in _iter_images(source, image_key=image_key, batched=batched):
+        for item in iter_images(source, image_key=image_key, batched=batched):
             if item.dim() < 2:
                 raise ValueError(f"items must be channel-first (C, *spatial), got shape {tuple(item.shape)}.")
             if shape is None:
@@ -168,10 +175,20 @@ class PCABaseline(_FittedBaseline):
         n_features = data.shape[1]
 
         n_components, solver = self._choose_solver(n_samples, n_features)
-        pca = PCA(n_components=n_components, svd_solver=solver, random_state=self.random_state, copy=False)
+        # the decomposition has no progress to show: say what it works on, and how long it took
+        logger.info(
+            f"PCA baseline: decomposing {n_samples} samples x {n_features} features "
+            f"(svd_solver={solver!r}, n_components={n_components})..."
+        )
+        start = time.perf_counter()
+        pca = pca_class(n_components=n_components, svd_solver=solver, random_state=self.random_state, copy=False)
         pca.fit(data)
         # centred data has rank <= n_samples - 1: any further component is numerical noise
         k = min(int(pca.n_components_), max(min(n_samples - 1, n_features), 1))
+        logger.info(
+            f"PCA baseline: {k} components explain {100 * float(np.sum(pca.explained_variance_ratio_[:k])):.1f}% of "
+            f"the variance ({time.perf_counter() - start:.1f} s)."
+        )
 
         device = self.mean.device
         self.mean = torch.as_tensor(pca.mean_, dtype=torch.float32, device=device).reshape(shape)

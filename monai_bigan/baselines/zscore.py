@@ -12,161 +12,24 @@
 Voxel-wise z-score baseline: the mean and standard deviation of each voxel of the fixed model grid over the healthy
 training population, and ``|x - mean| / std`` as the anomaly map.
 
-Also holds what both baselines share: :py:func:`_iter_images`, which yields channel-first items from tensors, arrays,
-data sets or data loaders, and the base class that gives the baselines their BiGAN-scorer-like output and lets an
-unfitted module load a fitted ``state_dict``.
+The helpers it shares with :py:class:`monai_bigan.inferers.ResidualStatistics` (``ZScoreMode``, the std floor, the
+item iterator) are in :py:mod:`monai_bigan.inferers.voxel_statistics`; ``ZScoreMode`` is re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterable
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import DataLoader
+
+from monai_bigan.baselines.base import FittedBaseline
+from monai_bigan.inferers.voxel_statistics import ZScoreMode, check_mode, deviations, floored_std, iter_images
 
 __all__ = ["ZScoreBaseline", "ZScoreMode"]
 
 
-class ZScoreMode:
-    """Which deviations from the healthy mean :py:class:`ZScoreBaseline` counts as anomalous."""
-
-    ABS = "abs"
-    POSITIVE = "positive"
-    NEGATIVE = "negative"
-
-
-def _check_mode(mode: str) -> str:
-    if mode not in (ZScoreMode.ABS, ZScoreMode.POSITIVE, ZScoreMode.NEGATIVE):
-        raise ValueError(f"mode must be 'abs', 'positive' or 'negative', got {mode!r}.")
-    return mode
-
-
-def _deviations(z: torch.Tensor, mode: str) -> torch.Tensor:
-    """The deviations of a signed z map that ``mode`` counts: ``|z|``, ``max(z, 0)`` or ``max(-z, 0)``."""
-    if mode == ZScoreMode.ABS:
-        return z.abs()
-    return z.clamp_min(0) if mode == ZScoreMode.POSITIVE else (-z).clamp_min(0)
-
-
-def _floored_std(std: torch.Tensor, global_std: torch.Tensor, min_std: float, eps: float) -> torch.Tensor:
-    """``std`` ``(C, *spatial)`` floored at ``max(min_std * global_std, eps)`` per channel, without a host sync."""
-    floor = (global_std * min_std).clamp_min(eps)
-    return torch.maximum(std, floor.reshape((-1,) + (1,) * (std.dim() - 1)))
-
-
-def _to_tensor(data: Any) -> torch.Tensor:
-    """A plain (not MetaTensor) detached tensor from a tensor or an array."""
-    if isinstance(data, torch.Tensor):
-        return data.detach().as_subclass(torch.Tensor)
-    return torch.as_tensor(np.asarray(data))
-
-
-def _iter_images(source: Any, image_key: str = "image", batched: bool | None = None) -> Iterator[torch.Tensor]:
-    """
-    Yield channel-first items ``(C, *spatial)`` as plain tensors from the sources the baselines can be fitted on.
-
-    Args:
-        source: one of
-
-            - a tensor or array ``(N, C, *spatial)``: a stack of N items (e.g. 2D slices of several volumes);
-            - an iterable (list, MONAI ``Dataset``, generator) of items ``(C, *spatial)``, or of dictionaries holding
-              them under ``image_key``;
-            - a ``torch.utils.data.DataLoader`` (MONAI's included) yielding batches ``(B, C, *spatial)``, or
-              dictionaries holding them under ``image_key``. A list or tuple element (e.g. from a ``TensorDataset``)
-              counts by its first entry.
-        image_key: key of the image in dictionary elements.
-        batched: whether the elements of an iterable are batches ``(B, C, *spatial)`` rather than items; by default
-            True for a ``DataLoader`` and False otherwise.
-
-    Returns:
-        an iterator over ``(C, *spatial)`` tensors.
-
-    Raises:
-        KeyError: when a dictionary element lacks ``image_key``.
-    """
-    if isinstance(source, (torch.Tensor, np.ndarray)):
-        yield from _to_tensor(source).unbind(0)
-        return
-    if batched is None:
-        batched = isinstance(source, DataLoader)
-    for element in source:
-        if isinstance(element, Mapping):
-            if image_key not in element:
-                raise KeyError(f"image_key {image_key!r} not in the data dictionary (keys: {list(element)}).")
-            element = element[image_key]
-        elif isinstance(element, (list, tuple)):
-            element = element[0]
-        data = _to_tensor(element)
-        if batched:
-            yield from data.unbind(0)
-        else:
-            yield data
-
-
-class _FittedBaseline(nn.Module):
-    """
-    Base of the baselines: no trainable parameters, fitted statistics as buffers whose shapes are only known after
-    fitting, so that loading a fitted ``state_dict`` into a fresh (unfitted) module resizes them.
-    """
-
-    def _load_from_state_dict(
-        self,
-        state_dict: Mapping[str, Any],
-        prefix: str,
-        local_metadata: dict,
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        for name, buffer in self._buffers.items():
-            key = prefix + name
-            if buffer is not None and key in state_dict and isinstance(state_dict[key], torch.Tensor):
-                if state_dict[key].shape != buffer.shape:
-                    self._buffers[name] = torch.empty(state_dict[key].shape, dtype=buffer.dtype, device=buffer.device)
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
-
-    @property
-    def is_fitted(self) -> bool:
-        """Whether the statistics are set (by ``fit`` or by loading a fitted ``state_dict``)."""
-        return self.mean.numel() > 0
-
-    @property
-    def grid_shape(self) -> tuple[int, ...]:
-        """The fitted item shape ``(C, *spatial)``; empty before fitting."""
-        return tuple(self.mean.shape) if self.is_fitted else ()
-
-    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.is_fitted:
-            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() or load a fitted state_dict first.")
-        if x.dim() != self.mean.dim() + 1 or tuple(x.shape[1:]) != tuple(self.mean.shape):
-            raise ValueError(
-                f"{type(self).__name__} was fitted on items of shape {tuple(self.mean.shape)} and expects a batch "
-                f"(B, {', '.join(str(s) for s in self.mean.shape)}), got {tuple(x.shape)}; resize the input to the "
-                "fitted grid."
-            )
-        return x if x.is_floating_point() else x.float()
-
-    @staticmethod
-    def _assemble(score: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
-        """
-        The BiGAN scorer's output layout from a per-channel score ``(B, C, *spatial)`` and the expected image.
-
-        Returns:
-            ``(B, 3, *spatial)``: channel-averaged anomaly map, first channel of the expected image, zeros.
-        """
-        anomaly = score.mean(dim=1, keepdim=True)
-        expected = expected[:, :1].to(anomaly.dtype).expand_as(anomaly)
-        # contiguous: the window inferers write into the output buffer and reject expanded views
-        return torch.cat([anomaly, expected, torch.zeros_like(anomaly)], dim=1).contiguous()
-
-
-class ZScoreBaseline(_FittedBaseline):
+class ZScoreBaseline(FittedBaseline):
     """
     Voxel-wise z-score anomaly maps against the healthy training population on a fixed grid.
 
@@ -214,7 +77,7 @@ class ZScoreBaseline(_FittedBaseline):
         super().__init__()
         if min_std < 0 or eps < 0:
             raise ValueError(f"min_std and eps must be non-negative, got {min_std} and {eps}.")
-        self.mode = _check_mode(mode)
+        self.mode = check_mode(mode)
         self.min_std = float(min_std)
         self.eps = float(eps)
         self.register_buffer("mean", torch.zeros(0))
@@ -235,7 +98,8 @@ class ZScoreBaseline(_FittedBaseline):
         Args:
             source: a stack ``(N, C, *spatial)``, an iterable of items ``(C, *spatial)`` (or of dictionaries holding
                 them under ``image_key``), or a ``DataLoader`` yielding batches ``(B, C, *spatial)`` or dictionaries
-                of them; see :py:func:`_iter_images`. All items must share one shape, the fixed grid.
+                of them; see :py:func:`monai_bigan.inferers.voxel_statistics.iter_images`. All items must share one
+                shape, the fixed grid.
             image_key: key of the image in dictionary elements.
             batched: whether the elements of an iterable are batches; by default True for a ``DataLoader`` only.
 
@@ -248,7 +112,7 @@ class ZScoreBaseline(_FittedBaseline):
         count = 0
         mean: torch.Tensor | None = None
         m2: torch.Tensor | None = None
-        for item in _iter_images(source, image_key=image_key, batched=batched):
+        for item in iter_images(source, image_key=image_key, batched=batched):
             if item.dim() < 2:
                 raise ValueError(f"items must be channel-first (C, *spatial), got shape {tuple(item.shape)}.")
             x = item.to(torch.float64)
@@ -289,7 +153,7 @@ class ZScoreBaseline(_FittedBaseline):
         """
         if not self.is_fitted:
             raise RuntimeError("ZScoreBaseline is not fitted: call fit() or load a fitted state_dict first.")
-        return _floored_std(self.std, self.global_std, self.min_std, self.eps)
+        return floored_std(self.std, self.global_std, self.min_std, self.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """
@@ -306,5 +170,5 @@ class ZScoreBaseline(_FittedBaseline):
         x = self._check_input(x)
         mean = self.mean.to(device=x.device, dtype=x.dtype).unsqueeze(0)
         std = self.effective_std().to(device=x.device, dtype=x.dtype).unsqueeze(0)
-        z = _deviations((x - mean) / std, self.mode)
+        z = deviations((x - mean) / std, self.mode)
         return self._assemble(z, mean.expand(x.shape[0], *mean.shape[1:]))

@@ -42,6 +42,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -52,13 +53,9 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
+from tqdm import tqdm
 
 from .datalist import DATALIST_FILENAME, load_datalist
-
-try:  # the progress bar is optional
-    from tqdm import tqdm
-except ImportError:  # pragma: no cover
-    tqdm = None
 
 __all__ = ["DEMO_INFO_FILENAME", "DEMO_FORMAT_VERSION", "generate_demo_data", "ensure_demo_data", "main"]
 
@@ -403,10 +400,16 @@ def _write_dataset(folder: Path, params: dict[str, Any], progress: bool) -> None
         (folder / name).mkdir()
 
     datalist: dict[str, list[dict]] = {split: [] for split in SPLIT_FOLDERS}
-    items: Sequence = plan
-    if progress and tqdm is not None:
-        # disable=None: no bar when the output is not a terminal (log files)
-        items = tqdm(plan, desc="demo data", unit="subject", leave=False, disable=None)
+    # in a log file (not a terminal) a status line every 10 s at most, as monai_bigan.handlers.progress_bar
+    interactive = sys.stderr.isatty()
+    items = tqdm(
+        plan,
+        desc="demo data",
+        unit="subject",
+        disable=not progress,
+        dynamic_ncols=interactive,
+        mininterval=0.1 if interactive else 10.0,
+    )
     for split, split_id, index, anomalous in items:
         # one independent stream per subject: subjects do not depend on the split sizes
         rng = np.random.default_rng(np.random.SeedSequence(params["seed"], spawn_key=(split_id, 0, index)))
@@ -551,7 +554,8 @@ def generate_demo_data(
         spacing: isotropic voxel size in mm, in [0.5, 8].
         overwrite: replace ``output_dir`` if it holds a demo data set (a ``demo_info.json``). A folder without
             ``demo_info.json`` is never deleted.
-        progress: show a tqdm progress bar (when tqdm is installed).
+        progress: show a progress bar with an ETA, one step per subject (on a terminal; in a log file a status
+            line every 10 s at most).
 
     Returns:
         The path of the generated ``datalist.json``.

@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,6 +45,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from tqdm import tqdm
 
 from .datalist import DATALIST_FILENAME, load_datalist
 
@@ -80,11 +82,31 @@ def _save_slice(array: np.ndarray, affine: np.ndarray, index: int, path: Path) -
 
 
 def _write(
-    source: Path, folder: Path, band: tuple[float, float], step: int, validation_step: int, seed: int
+    source: Path,
+    folder: Path,
+    band: tuple[float, float],
+    step: int,
+    validation_step: int,
+    seed: int,
+    progress: bool = False,
 ) -> dict[str, Any]:
+    splits = {
+        split: load_datalist(source, split, required=split == "training")
+        for split in ("training", "validation", "test")
+    }
+    # one step per source subject; in a log file (not a terminal) a status line every 10 s at most, as
+    # monai_bigan.handlers.progress_bar
+    interactive = sys.stderr.isatty()
+    bar = tqdm(
+        total=sum(len(entries) for entries in splits.values()),
+        desc="demo slices",
+        unit="subject",
+        disable=not progress,
+        dynamic_ncols=interactive,
+        mininterval=0.1 if interactive else 10.0,
+    )
     datalist: dict[str, list[dict]] = {}
-    for split in ("training", "validation", "test"):
-        entries = load_datalist(source, split, required=split == "training")
+    for split, entries in splits.items():
         out: list[dict] = []
         for index, entry in enumerate(entries):
             img = nib.load(entry["image"])
@@ -111,7 +133,9 @@ def _write(
                     item = {"image": item["image"], "label": int(lesion[..., k].any()), "mask": f"masks/{name}", **item}
                     _save_slice(lesion[..., k].astype(np.uint8), img.affine, k, folder / item["mask"])
                 out.append(item)
+            bar.update()
         datalist[split] = out
+    bar.close()
     with open(folder / DATALIST_FILENAME, "w", encoding="utf-8") as f:
         json.dump(datalist, f, indent=2)
     return {
@@ -148,6 +172,7 @@ def extract_demo_slices(
     seed: int = 0,
     overwrite: bool = False,
     validation_step: int | None = None,
+    progress: bool = True,
 ) -> Path:
     """
     Write the 2D-image demo data set (see the module docstring) from a 3D demo data set.
@@ -164,6 +189,8 @@ def extract_demo_slices(
         overwrite: replace an existing 2D demo data set.
         validation_step: validation slices are every ``validation_step``-th slice of the band (None: ``step``), or
             one slice per subject chosen as for the test split if 0.
+        progress: show a progress bar with an ETA, one step per source subject (on a terminal; in a log file a
+            status line every 10 s at most).
 
     Returns:
         the path of the written ``datalist.json``.
@@ -187,7 +214,7 @@ def extract_demo_slices(
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
     try:
-        summary = _write(source, tmp, tuple(params["band"]), step, params["validation_step"], seed)
+        summary = _write(source, tmp, tuple(params["band"]), step, params["validation_step"], seed, progress)
         with open(tmp / SLICES_INFO_FILENAME, "w", encoding="utf-8") as f:
             json.dump({**params, **summary, "source": str(source)}, f, indent=2)
         if folder.exists():
@@ -210,7 +237,7 @@ def ensure_demo_slices(output_dir: str | os.PathLike, source_dir: str | os.PathL
     Args:
         output_dir: the 2D data set folder.
         source_dir: the 3D demo data set folder.
-        kwargs: ``band``, ``step``, ``validation_step``, ``seed`` of :py:func:`extract_demo_slices`.
+        kwargs: ``band``, ``step``, ``validation_step``, ``seed``, ``progress`` of :py:func:`extract_demo_slices`.
 
     Returns:
         ``output_dir`` as an absolute path string.
@@ -250,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the healthy test slice choice")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing 2D demo data set")
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.overwrite:
@@ -261,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             overwrite=True,
             validation_step=args.validation_step,
+            progress=not args.no_progress,
         )
     else:
         ensure_demo_slices(
@@ -270,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             step=args.step,
             validation_step=args.validation_step,
             seed=args.seed,
+            progress=not args.no_progress,
         )
     return 0
 

@@ -13,20 +13,29 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from monai.transforms import apply_transform
+from tqdm import tqdm
 
 from .guarded import describe_error
 
-__all__ = ["preflight_check"]
+__all__ = ["PROGRESS_MIN_FILES", "preflight_check"]
 
 logger = logging.getLogger(__name__)
 
+# fewer files load in a moment: no progress bar
+PROGRESS_MIN_FILES = 16
+
 
 def preflight_check(
-    datalist: Sequence[dict], transform: Callable | Sequence[Callable], image_key: str = "image", num_workers: int = 4
+    datalist: Sequence[dict],
+    transform: Callable | Sequence[Callable],
+    image_key: str = "image",
+    num_workers: int = 4,
+    progress: bool = True,
 ) -> int:
     """
     Load every item of ``datalist`` once through ``transform`` (typically ``LoadImaged`` plus
@@ -39,6 +48,8 @@ def preflight_check(
         transform: a callable or a sequence of transforms, applied in order.
         image_key: key of the file path, used to name the file.
         num_workers: threads loading files in parallel.
+        progress: show a progress bar with an ETA, one step per file, when there are at least
+            :py:data:`PROGRESS_MIN_FILES` files (on a terminal; in a log file a status line every 10 s at most).
 
     Returns:
         the number of items checked.
@@ -63,8 +74,19 @@ def preflight_check(
         return None
 
     items = list(datalist)
+    # in a log file (not a terminal) a status line every 10 s at most, as monai_bigan.handlers.progress_bar
+    interactive = sys.stderr.isatty()
     with ThreadPoolExecutor(max_workers=max(1, min(num_workers, len(items) or 1))) as pool:
-        errors = [e for e in pool.map(check, items) if e is not None]
+        results = tqdm(
+            pool.map(check, items),
+            total=len(items),
+            desc="preflight",
+            unit="file",
+            disable=not progress or len(items) < PROGRESS_MIN_FILES,
+            dynamic_ncols=interactive,
+            mininterval=0.1 if interactive else 10.0,
+        )
+        errors = [e for e in results if e is not None]
     if errors:
         listing = "\n".join(f"  - {e}" for e in errors)
         raise ValueError(

@@ -15,11 +15,14 @@ MONAI's ``GanTrainer`` has no encoder and its discriminator sees images only, so
 discriminator D(x, z). ``BiGANTrainer`` follows ``AdversarialTrainer``'s layout instead: one discriminator step and
 one joint encoder + generator step per batch, AMP with one gradient scaler per step, and an exponential moving average
 of all the networks that validation and inference score with. ALAD's cycle-consistency discriminators D_xx and D_zz
-(Zenati et al., arXiv:1812.02288) are trained too when the ``BiGAN`` holds them.
+(Zenati et al., arXiv:1812.02288) are trained too when the ``BiGAN`` holds them. The loss terms and their sums are
+defined in one place, :py:class:`monai_bigan.losses.BiGANObjective`; the trainer runs the networks and steps the
+optimizers.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
@@ -31,8 +34,10 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-from monai_bigan.losses import BiGANLoss
+from monai_bigan.exceptions import NonFiniteLossError
+from monai_bigan.losses import BiGANObjective
 from monai_bigan.networks import BiGAN
+from monai_bigan.utils.checkpoint import find_checkpoints
 from monai_bigan.utils.distributed import bigan_parts, get_world_size, sync_buffers, unwrap_bigan, unwrap_module
 from monai_bigan.utils.ema import ema_decay_at, update_ema
 from monai_bigan.utils.enums import BiGANIterationEvents, BiGANKeys
@@ -49,10 +54,6 @@ Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_
 __all__ = ["BiGANTrainer", "NonFiniteLossError"]
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training stopped because a loss became NaN or infinite; the message says which loss and at which iteration."""
-
-
 class BiGANTrainer(Trainer):
     """
     BiGAN training workflow, inherits from MONAI's ``Trainer`` (an Ignite ``Engine``).
@@ -60,23 +61,27 @@ class BiGANTrainer(Trainer):
     For each batch x of size m (the real batch size, so a short last batch is handled):
 
         1. z ~ N(0, I) of shape (m, latent_size); compute E(x) and G(z).
-        2. Discriminator step: minimise ``loss_function(D(x, E(x)), D(G(z), z), for_discriminator=True)`` with E(x)
-           and G(z) detached.
-        3. Encoder + generator step: minimise ``loss_function(D(x, E(x)), D(G(z), z), for_discriminator=False)``
-           through the updated D, whose parameters are frozen for this step.
+        2. Discriminator step: minimise ``loss_function.discriminator_loss(D, x, E(x), G(z), z)``, which detaches
+           E(x) and G(z).
+        3. Encoder + generator step: minimise ``loss_function.encoder_generator_loss(D, x, E(x), G(z), z, ...)``
+           through the updated D, whose parameters are frozen for this step (and which is called unwrapped from DDP).
+           With a reconstruction term (``recon_weight > 0``) G(E(x)) is computed here, unless D_xx needed it in step 1.
         4. Update the EMA copy ``ema_network`` (if given) with ``ema_decay``.
+
+    The loss terms and how they add up are :py:class:`monai_bigan.losses.BiGANObjective`'s: the joint adversarial
+    term, the weighted L1 reconstruction term of the encoder + generator step, and ALAD's terms below.
 
     ALAD (Zenati et al., "Adversarially Learned Anomaly Detection", arXiv:1812.02288, reference code
     ``alad/run.py``): when ``network.discriminator_xx`` (D_xx) and/or ``network.discriminator_zz`` (D_zz) are set,
-    step 1 also computes the cycles G(E(x)) and/or E(G(z)), and the same ``loss_function`` adds these terms:
+    step 1 also computes the cycles G(E(x)) and/or E(G(z)), and the objective adds these terms:
 
-        - discriminator step: ``d_xx_loss = loss_function(D_xx(x, x), D_xx(x, G(E(x))), for_discriminator=True)`` and
-          ``d_zz_loss = loss_function(D_zz(z, z), D_zz(z, E(G(z))), for_discriminator=True)``, with G(E(x)) and
-          E(G(z)) detached; ``d_loss`` is their sum with the joint term ``d_xz_loss``.
-        - encoder + generator step: ``cycle_x_loss`` and ``cycle_z_loss``, the same calls with
-          ``for_discriminator=False`` (flipped labels, ALAD's ``cost_x`` and ``cost_z``) and gradients through the
-          cycles into E and G; D_xx and D_zz are frozen (and called unwrapped from DDP) as D is. ``eg_loss`` is their
-          sum with the joint term ``eg_xz_loss`` (and the reconstruction term, which then reuses G(E(x))).
+        - discriminator step: ``d_xx_loss`` (D_xx on (x, x) against (x, G(E(x)))) and ``d_zz_loss`` (D_zz on (z, z)
+          against (z, E(G(z)))), with G(E(x)) and E(G(z)) detached; ``d_loss`` is their sum with the joint term
+          ``d_xz_loss``.
+        - encoder + generator step: ``cycle_x_loss`` and ``cycle_z_loss``, the same pairs with flipped labels
+          (ALAD's ``cost_x`` and ``cost_z``) and gradients through the cycles into E and G; D_xx and D_zz are frozen
+          (and called unwrapped from DDP) as D is. ``eg_loss`` is their sum with the joint term ``eg_xz_loss`` (and
+          the reconstruction term, which then reuses G(E(x))).
 
     The ``d_optimizer`` must then cover the parameters of all the discriminators
     (``network.discriminator_parameters()``), which is checked; the EMA copy (a deep copy of the whole ``BiGAN``)
@@ -97,14 +102,20 @@ class BiGANTrainer(Trainer):
         eg_optimizer: optimizer over the encoder and generator parameters (one joint step).
         d_optimizer: optimizer over the discriminator parameters, those of ALAD's D_xx and D_zz included when they are
             set (``network.discriminator_parameters()``).
-        loss_function: adversarial loss, called as ``loss_function(real_logits, fake_logits, for_discriminator)``.
+        loss_function: the training objective, a :py:class:`monai_bigan.losses.BiGANObjective`; ``None`` builds
+            ``BiGANObjective(recon_weight=recon_weight)``. For compatibility, a bare adversarial loss such as
+            ``BiGANLoss`` (called as ``loss_function(real_logits, fake_logits, for_discriminator=...)``) is still
+            accepted, with a ``FutureWarning``, and becomes
+            ``BiGANObjective(recon_weight=recon_weight, adversarial_loss=loss_function)``.
         ema_network: a copy of ``network`` updated as the exponential moving average of its weights; ``None``
             disables the EMA. It is kept in eval mode and never receives gradients.
         ema_decay: EMA decay (reference EGBAD/ALAD: 0.999).
         ema_warmup: use ``min(decay, (1 + n) / (10 + n))`` for the n-th update, so short runs average sensibly.
         recon_weight: weight of an explicit reconstruction term ``|x - G(E(x))|`` (L1, mean) added to the encoder +
             generator loss, as f-AnoGAN trains its encoder; 0 gives the plain BiGAN objective. Without it the encoder
-            learns only through the discriminator and reconstructions stay poor for a long time.
+            learns only through the discriminator and reconstructions stay poor for a long time. Kept for
+            compatibility: it is folded into the default objective; with a ``BiGANObjective`` as ``loss_function``
+            set ``BiGANObjective(recon_weight=...)`` instead and leave this at 0.
         epoch_length: number of iterations per epoch, default to ``len(train_data_loader)``.
         non_blocking: whether host-to-device copies may be asynchronous (use with pinned memory).
         prepare_batch: function returning ``(image, label)`` from a batch, see ``monai.engines.default_prepare_batch``.
@@ -133,8 +144,9 @@ class BiGANTrainer(Trainer):
 
     Raises:
         TypeError: when ``network`` is not a ``BiGAN``.
-        ValueError: when ``recon_weight``, ``check_finite_every`` or ``max_nonfinite_steps`` is negative, or when
-            ``d_optimizer`` misses parameters of ``network.discriminator_xx`` or ``network.discriminator_zz``.
+        ValueError: when ``recon_weight``, ``check_finite_every`` or ``max_nonfinite_steps`` is negative, when both
+            a ``BiGANObjective`` and a non-zero ``recon_weight`` are given, or when ``d_optimizer`` misses parameters
+            of ``network.discriminator_xx`` or ``network.discriminator_zz``.
         NonFiniteLossError: from ``run()``, when more than ``max_nonfinite_steps`` steps had a non-finite loss.
 
     Example::
@@ -145,6 +157,7 @@ class BiGANTrainer(Trainer):
             device="cpu", max_epochs=2, train_data_loader=loader, network=net,
             eg_optimizer=torch.optim.Adam(params, 2e-4, betas=(0.5, 0.999)),
             d_optimizer=torch.optim.Adam(net.discriminator.parameters(), 2e-4, betas=(0.5, 0.999)),
+            loss_function=BiGANObjective(label_smoothing=0.1, recon_weight=10.0),
             ema_network=copy.deepcopy(net),
         )
         trainer.run()
@@ -165,7 +178,7 @@ class BiGANTrainer(Trainer):
         network: BiGAN,
         eg_optimizer: Optimizer,
         d_optimizer: Optimizer,
-        loss_function: Callable[..., torch.Tensor] | None = None,
+        loss_function: BiGANObjective | Callable[..., torch.Tensor] | None = None,
         ema_network: BiGAN | None = None,
         ema_decay: float = 0.999,
         ema_warmup: bool = True,
@@ -219,7 +232,7 @@ class BiGANTrainer(Trainer):
         self.network = network
         self.eg_optimizer = eg_optimizer
         self.d_optimizer = d_optimizer
-        self.loss_function = BiGANLoss() if loss_function is None else loss_function
+        self.loss_function = self._objective(loss_function, recon_weight)
         self.ema_network = ema_network
         self.ema_decay = ema_decay
         self.ema_warmup = ema_warmup
@@ -232,9 +245,6 @@ class BiGANTrainer(Trainer):
             ema_decay_at(ema_decay, 0)  # validates the decay early
             ema_network.load_state_dict(self._plain_network.state_dict())
             ema_network.requires_grad_(False).eval()
-        if recon_weight < 0:
-            raise ValueError(f"recon_weight must be non-negative, got {recon_weight}.")
-        self.recon_weight = recon_weight
         self.optim_set_to_none = optim_set_to_none
         # bf16 has the range of fp32, so it needs no loss scaling
         use_scaler = amp and self.amp_kwargs.get("dtype", torch.float16) == torch.float16
@@ -256,6 +266,29 @@ class BiGANTrainer(Trainer):
         self.add_event_handler(Events.EPOCH_COMPLETED, self.check_finite)
         if train_handlers is not None:
             self._register_handlers(train_handlers)
+
+    @staticmethod
+    def _objective(
+        loss_function: BiGANObjective | Callable[..., torch.Tensor] | None, recon_weight: float
+    ) -> BiGANObjective:
+        """The training objective from the ``loss_function`` and ``recon_weight`` arguments (see ``__init__``)."""
+        if isinstance(loss_function, BiGANObjective):
+            if recon_weight != 0:
+                raise ValueError(
+                    f"recon_weight={recon_weight} was given together with a BiGANObjective as loss_function; set the "
+                    "weight on the objective, BiGANObjective(recon_weight=...), and leave the trainer's recon_weight "
+                    "at 0."
+                )
+            return loss_function
+        if loss_function is None:
+            return BiGANObjective(recon_weight=recon_weight)
+        warnings.warn(
+            "passing an adversarial loss such as BiGANLoss as loss_function is deprecated; pass "
+            "loss_function=BiGANObjective(label_smoothing=..., recon_weight=...) instead.",
+            FutureWarning,
+            stacklevel=3,
+        )
+        return BiGANObjective(recon_weight=recon_weight, adversarial_loss=loss_function)
 
     @staticmethod
     def _check_alad_optimizer(network: BiGAN, d_optimizer: Optimizer) -> None:
@@ -295,11 +328,10 @@ class BiGANTrainer(Trainer):
             raise ValueError("Must provide batch data for current iteration.")
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         reals = batch[0] if isinstance(batch, (tuple, list)) else batch
-        net = engine.network
+        net, objective = engine.network, engine.loss_function
         encoder, generator, discriminator = net.encoder, net.generator, net.discriminator
         # ALAD's optional cycle-consistency discriminators
         disc_xx, disc_zz = getattr(net, "discriminator_xx", None), getattr(net, "discriminator_zz", None)
-        alad = disc_xx is not None or disc_zz is not None
         net.train()
 
         # the real batch size, so that a short last batch gets matching latent samples
@@ -309,7 +341,7 @@ class BiGANTrainer(Trainer):
             enc_latents = encoder(reals)
             fakes = generator(latents)
             if disc_xx is not None:
-                recons = generator(enc_latents)  # G(E(x))
+                recons = generator(enc_latents)  # G(E(x)), also for the reconstruction term
             if disc_zz is not None:
                 cycle_latents = encoder(fakes)  # E(G(z))
         engine.state.output = {
@@ -320,25 +352,20 @@ class BiGANTrainer(Trainer):
         }
         engine.fire_event(BiGANIterationEvents.FORWARD_COMPLETED)
 
-        # discriminator step on detached pairs: (x, E(x)) is real, (G(z), z) is fake; with ALAD also (x, x) against
-        # (x, G(E(x))) for D_xx and (z, z) against (z, E(G(z))) for D_zz
+        # discriminator step; the objective detaches E(x), G(z), G(E(x)) and E(G(z)), so only the discriminators learn
         engine.d_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        d_terms: dict[str, torch.Tensor] = {}
         with engine._autocast():
-            real_logits, _ = discriminator(reals, enc_latents.detach())
-            fake_logits, _ = discriminator(fakes.detach(), latents)
-            d_loss = engine.loss_function(real_logits, fake_logits, for_discriminator=True)
-            if disc_xx is not None:
-                d_terms[BiGANKeys.D_XX_LOSS] = engine.loss_function(
-                    disc_xx(reals, reals)[0], disc_xx(reals, recons.detach())[0], for_discriminator=True
-                )
-            if disc_zz is not None:
-                d_terms[BiGANKeys.D_ZZ_LOSS] = engine.loss_function(
-                    disc_zz(latents, latents)[0], disc_zz(latents, cycle_latents.detach())[0], for_discriminator=True
-                )
-            if alad:
-                d_terms = {BiGANKeys.D_XZ_LOSS: d_loss, **d_terms}
-                d_loss = sum(d_terms.values())
+            d_loss, d_terms, real_logits, fake_logits = objective.discriminator_loss(
+                discriminator,
+                reals,
+                enc_latents,
+                fakes,
+                latents,
+                discriminator_xx=disc_xx,
+                recons=recons,
+                discriminator_zz=disc_zz,
+                cycle_latents=cycle_latents,
+            )
         engine.d_scaler.scale(d_loss).backward()
         engine.d_scaler.step(engine.d_optimizer)
         engine.d_scaler.update()
@@ -355,31 +382,23 @@ class BiGANTrainer(Trainer):
         frozen = [d for d in (discriminator, disc_xx, disc_zz) if d is not None]
         for module in frozen:
             module.requires_grad_(False)
-        plain_discriminator = unwrap_module(discriminator)
-        eg_terms: dict[str, torch.Tensor] = {}
         try:
             with engine._autocast():
-                real_logits, _ = plain_discriminator(reals, enc_latents)
-                fake_logits, _ = plain_discriminator(fakes, latents)
-                eg_loss = engine.loss_function(real_logits, fake_logits, for_discriminator=False)
-                if disc_xx is not None:
-                    plain_xx = unwrap_module(disc_xx)
-                    eg_terms[BiGANKeys.CYCLE_X_LOSS] = engine.loss_function(
-                        plain_xx(reals, reals)[0], plain_xx(reals, recons)[0], for_discriminator=False
-                    )
-                if disc_zz is not None:
-                    plain_zz = unwrap_module(disc_zz)
-                    eg_terms[BiGANKeys.CYCLE_Z_LOSS] = engine.loss_function(
-                        plain_zz(latents, latents)[0], plain_zz(latents, cycle_latents)[0], for_discriminator=False
-                    )
-                if alad:
-                    eg_terms = {BiGANKeys.EG_XZ_LOSS: eg_loss, **eg_terms}
-                    eg_loss = sum(eg_terms.values())
-                adversarial_loss = eg_loss
-                if engine.recon_weight > 0:
-                    recon_loss = ((generator(enc_latents) if recons is None else recons) - reals).abs().mean()
-                    engine.state.output[BiGANKeys.RECON_LOSS] = recon_loss.detach()
-                    eg_loss = eg_loss + engine.recon_weight * recon_loss
+                if recons is None and objective.recon_weight > 0:
+                    # G(E(x)) for the reconstruction term alone, only needed in this step; under autocast this
+                    # context casts G's weights anew, so G's gradients from G(z) and G(E(x)) add up in float32
+                    recons = generator(enc_latents)
+                eg_loss, eg_terms, _, _ = objective.encoder_generator_loss(
+                    unwrap_module(discriminator),
+                    reals,
+                    enc_latents,
+                    fakes,
+                    latents,
+                    discriminator_xx=None if disc_xx is None else unwrap_module(disc_xx),
+                    recons=recons,
+                    discriminator_zz=None if disc_zz is None else unwrap_module(disc_zz),
+                    cycle_latents=cycle_latents,
+                )
             engine.eg_scaler.scale(eg_loss).backward()
         finally:
             for module in frozen:
@@ -387,9 +406,8 @@ class BiGANTrainer(Trainer):
         engine.eg_scaler.step(engine.eg_optimizer)
         engine.eg_scaler.update()
         engine.state.output[BiGANKeys.EG_LOSS] = eg_loss.detach()
-        engine.state.output[BiGANKeys.EG_ADV_LOSS] = adversarial_loss.detach()
+        engine.state.output.update({key: term.detach() for key, term in eg_terms.items()})  # eg_adv_loss, recon_loss
         engine.state.output[BiGANKeys.LOSS] = (d_loss + eg_loss).detach()
-        engine.state.output.update({key: term.detach() for key, term in eg_terms.items()})
         engine._count_nonfinite(d_loss.detach(), eg_loss.detach())
         for module in engine._ddp_networks:  # rank 0's BatchNorm statistics everywhere, as DDP uses them
             sync_buffers(module)
@@ -432,8 +450,6 @@ class BiGANTrainer(Trainer):
         )
         last = "none was written"
         if self.checkpoint_dir is not None:
-            from monai_bigan.utils.checkpoint import find_checkpoints
-
             found = find_checkpoints(self.checkpoint_dir)
             last = found[0][1] if found else f"none was written in {self.checkpoint_dir}"
         message = (

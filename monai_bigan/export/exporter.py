@@ -34,6 +34,8 @@ from monai.data import save_net_with_metadata
 from monai.networks import convert_to_torchscript
 from torch import nn
 
+from monai_bigan.bundle import EXPORTED_STATISTICS_FILE, TrainedModel, bundle_config_parser, load_trained_model
+from monai_bigan.bundle.package import SHARED_CONFIG, inline_shared_config
 from monai_bigan.io.atomic import atomic_path
 from monai_bigan.utils import default_bundle_root
 
@@ -51,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT_KEY = "ema_network"
 #: file written beside model.ts with the healthy residual statistics of the heatmap normalization
-RESIDUAL_STATISTICS_FILE = "residual_statistics.pt"
+RESIDUAL_STATISTICS_FILE = EXPORTED_STATISTICS_FILE
 FORMATS = ("torchscript", "onnx", "all")
 
 
@@ -80,8 +82,9 @@ def bundle_parser(
     Returns:
         the parser, with ``bundle_root`` and the overrides set and ``device`` set to the CPU.
     """
-    parser = ConfigParser()
-    parser.read_config(f=config_file if config_file is not None else _bundle_file(bundle_root, "inference.json"))
+    parser = bundle_config_parser(
+        config_file if config_file is not None else _bundle_file(bundle_root, "inference.json")
+    )
     parser.read_meta(f=meta_file if meta_file is not None else _bundle_file(bundle_root, "metadata.json"))
     parser["bundle_root"] = str(bundle_root)
     parser["device"] = "$torch.device('cpu')"
@@ -94,44 +97,63 @@ def load_scorer(
     parser: ConfigParser, ckpt_file: str | os.PathLike | None = None, key_in_ckpt: str = DEFAULT_CHECKPOINT_KEY
 ) -> nn.Module:
     """
-    Build the config's ``scorer`` and load the trained BiGAN into its ``network``.
+    Build the config's scorer and load the trained BiGAN into it with the package's one loader
+    (:py:func:`monai_bigan.bundle.load_trained_model`: safe loading, EMA fallback, a clear error for another network).
 
     Args:
         parser: from :py:func:`bundle_parser`.
         ckpt_file: the checkpoint; default the config's ``ckpt_file`` (``<bundle_root>/models/model.pt``).
         key_in_ckpt: key of the BiGAN state dict in the checkpoint (``ema_network``: the EMA copy that inference
-            uses, or ``network``); ``""`` for a file holding the state dict alone.
+            uses, or ``network``).
 
     Returns:
         the scorer in eval mode, on the CPU.
+
+    Raises:
+        ValueError: the scoring settings ask for what an exported graph cannot compute (test-time refinement, ALAD's
+            D_xx score): the scripted scorer would silently score differently from the checkpoint.
     """
-    ckpt_file = str(ckpt_file if ckpt_file is not None else parser.get_parsed_content("ckpt_file"))
-    if not Path(ckpt_file).is_file():
-        raise FileNotFoundError(f"{ckpt_file} not found: train the model first, or pass --ckpt_file.")
-    checkpoint = torch.load(ckpt_file, map_location="cpu", weights_only=True)
-    if key_in_ckpt:
-        if key_in_ckpt not in checkpoint:
-            raise KeyError(f"{ckpt_file} has no {key_in_ckpt!r}; it holds {sorted(checkpoint)}.")
-        checkpoint = checkpoint[key_in_ckpt]
-    scorer = parser.get_parsed_content("scorer")
-    scorer.network.load_state_dict(checkpoint)
-    return scorer.cpu().eval()
+    return _load(parser, ckpt_file, key_in_ckpt)[0]
+
+
+def _load(
+    parser: ConfigParser, ckpt_file: str | os.PathLike | None, key_in_ckpt: str
+) -> tuple[nn.Module, TrainedModel]:
+    """The exportable scorer and the trained model it wraps (weights and, with normalization, the statistics)."""
+    scoring = parser.get_parsed_content("scoring")
+    problems = scoring.export_problems()
+    if problems:
+        raise ValueError(
+            "refusing to export: the exported scorer would compute something other than the checkpoint's scorer: "
+            + "; ".join(problems)
+            + "."
+        )
+    ckpt_file = ckpt_file if ckpt_file is not None else parser.get_parsed_content("ckpt_file")
+    model = load_trained_model(ckpt_file, parser.get_parsed_content("bigan_def"), scoring, checkpoint_key=key_in_ckpt)
+    return scoring.scorer(model.network).cpu().eval(), model
 
 
 def _example_input(parser: ConfigParser, batch_size: int = 2) -> torch.Tensor:
     """A random batch of the network's input shape ``[batch_size, *in_shape]``."""
-    return torch.rand([batch_size] + [int(s) for s in parser.get_parsed_content("in_shape")]) * 2 - 1
+    return torch.rand([batch_size] + [int(s) for s in parser.get_parsed_content("geometry").in_shape]) * 2 - 1
 
 
 def _config_extra_files(config_file: str | Sequence[str]) -> dict[str, bytes]:
-    """The config files as JSON extra files named ``<file stem>.json``, as ``monai.bundle ckpt_export`` stores them."""
+    """
+    The config files as JSON extra files named ``<file stem>.json``, as ``monai.bundle ckpt_export`` stores them, with
+    the shared definitions of ``common.json`` inlined so that each stored config stands alone.
+    """
     files = [config_file] if isinstance(config_file, (str, os.PathLike)) else list(config_file)
     extra: dict[str, bytes] = {}
     for name in files:
         stem = Path(name).name.split(".")[0]
         if f"{stem}.json" in extra:
             raise ValueError(f"config file name {stem!r} is given more than once.")
-        extra[f"{stem}.json"] = json.dumps(ConfigParser.load_config_file(name)).encode()
+        content = ConfigParser.load_config_file(name)
+        shared = Path(name).parent / SHARED_CONFIG
+        if shared.is_file():
+            content = inline_shared_config(content, ConfigParser.load_config_file(shared))
+        extra[f"{stem}.json"] = json.dumps(content).encode()
     return extra
 
 
@@ -267,7 +289,7 @@ def export_bundle(
     config_file = config_file if config_file is not None else _bundle_file(bundle_root, "inference.json")
     meta_file = meta_file if meta_file is not None else _bundle_file(bundle_root, "metadata.json")
     parser = bundle_parser(bundle_root, config_file, meta_file, **override)
-    scorer = load_scorer(parser, ckpt_file, key_in_ckpt)
+    scorer, model = _load(parser, ckpt_file, key_in_ckpt)
     example = _example_input(parser)
     meta = parser.get().get("_meta_", {})
     out = Path(output_dir) if output_dir is not None else Path(bundle_root) / "models"
@@ -281,7 +303,7 @@ def export_bundle(
         props = {"metadata.json": json.dumps(meta), "in_shape": json.dumps(list(example.shape[1:]))}
         export_onnx(scorer, path, example, metadata=props)
         written.append(str(path))
-    statistics = _residual_statistics(parser, ckpt_file)
+    statistics = None if model.statistics is None else model.statistics.state_dict()
     if statistics is not None and written:
         # the heatmap normalization runs in the post-processing, not in the exported scorer
         path = out / RESIDUAL_STATISTICS_FILE
@@ -291,13 +313,6 @@ def export_bundle(
     for path in written:
         logger.info(f"exported {path}")
     return written
-
-
-def _residual_statistics(parser: ConfigParser, ckpt_file: str | os.PathLike | None) -> dict | None:
-    """The checkpoint's healthy residual statistics, when it has them."""
-    ckpt_file = str(ckpt_file if ckpt_file is not None else parser.get_parsed_content("ckpt_file"))
-    checkpoint = torch.load(ckpt_file, map_location="cpu", weights_only=True)
-    return checkpoint.get("residual_statistics") if isinstance(checkpoint, dict) else None
 
 
 def _value(text: str) -> Any:

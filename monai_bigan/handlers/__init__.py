@@ -13,8 +13,10 @@
 from __future__ import annotations
 
 from .calibration import CalibrationHandler
-from .checkpoint import AtomicCheckpointSaver, ResumeHandler, SafeCheckpointLoader
+from .checkpoint import AtomicCheckpointSaver, ResumeHandler
+from .distributed import DistributedResumeHandler
 from .health import TrainingCollapseError, TrainingHealthMonitor
+from .progress import TrainingProgress, progress_bar
 from .report import AnomalyReportHandler
 from .residual_statistics import ResidualStatisticsHandler
 
@@ -22,9 +24,11 @@ __all__ = [
     "AnomalyReportHandler",
     "AtomicCheckpointSaver",
     "CalibrationHandler",
+    "DistributedResumeHandler",
     "ResidualStatisticsHandler",
     "ResumeHandler",
-    "SafeCheckpointLoader",
     "TrainingCollapseError",
     "TrainingHealthMonitor",
+    "TrainingProgress",
+    "progress_bar",
 ]

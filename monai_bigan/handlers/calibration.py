@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,7 +51,7 @@ class CalibrationHandler:
         image_key: key of the preprocessed image in the output.
         label_key: key of the scan label in the output (0 healthy, 1 anomalous; missing means healthy).
         max_voxels_per_scan: cap on the residual samples kept per scan, to bound memory on large volumes.
-        scoring: the scoring settings of the evaluator (:py:func:`monai_bigan.utils.scoring_settings`), recorded in
+        scoring: the scoring settings of the evaluator (:py:class:`monai_bigan.bundle.ScoringSettings`), recorded in
             the calibration so that inference can warn when it scores differently.
     """
 
@@ -66,7 +65,7 @@ class CalibrationHandler:
         image_key: str = "image",
         label_key: str = "label",
         max_voxels_per_scan: int = 200_000,
-        scoring: Mapping[str, Any] | None = None,
+        scoring: Any = None,
     ) -> None:
         self.calibration_file = calibration_file
         self.target_fpr = target_fpr

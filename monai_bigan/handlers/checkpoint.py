@@ -22,13 +22,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-from monai.handlers import CheckpointLoader, CheckpointSaver
+from monai.handlers import CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_bigan.exceptions import ModelMismatchError, NonFiniteLossError
 from monai_bigan.io.atomic import atomic_path
 from monai_bigan.utils.bundle import as_bool
-from monai_bigan.utils.checkpoint import find_checkpoints, load_checkpoint, scoring_network_key
+from monai_bigan.utils.checkpoint import find_checkpoints, load_checkpoint
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 Checkpoint, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Checkpoint")
@@ -41,7 +41,7 @@ else:
         "ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver", as_type="base"
     )
 
-__all__ = ["AtomicCheckpointSaver", "ResumeHandler", "SafeCheckpointLoader"]
+__all__ = ["AtomicCheckpointSaver", "ResumeHandler"]
 
 
 class _AtomicDiskSaver(DiskSaver):
@@ -94,8 +94,6 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
     def exception_raised(self, engine: Engine, e: Exception) -> None:
         """Save the final checkpoint as MONAI does, except after non-finite losses; then re-raise ``e``."""
-        from monai_bigan.engines.trainer import NonFiniteLossError
-
         if isinstance(e, NonFiniteLossError):
             raise e
         super().exception_raised(engine, e)
@@ -184,9 +182,7 @@ class ResumeHandler:
             return
         for epoch, path in candidates:
             try:
-                checkpoint = torch.load(path, map_location=self.map_location, weights_only=True)
-                if not isinstance(checkpoint, Mapping):
-                    raise ValueError(f"expected a dictionary, got {type(checkpoint).__name__}")
+                checkpoint = load_checkpoint(path, map_location=self.map_location)
             except Exception as e:  # a truncated or corrupt file: fall back to the previous checkpoint
                 self.logger.warning(f"skipping checkpoint {path}, it cannot be loaded ({type(e).__name__}: {e}).")
                 continue
@@ -215,7 +211,16 @@ class ResumeHandler:
         if missing:
             self.logger.warning(f"checkpoint {path} has no {missing}; those objects keep their current state.")
         to_load = {k: v for k, v in self.load_dict.items() if k in checkpoint}
-        Checkpoint.load_objects(to_load=to_load, checkpoint=dict(checkpoint), strict=self.strict)
+        try:
+            Checkpoint.load_objects(to_load=to_load, checkpoint=dict(checkpoint), strict=self.strict)
+        except (RuntimeError, ValueError, KeyError) as e:
+            # typically another preset trained into the same bundle_root: one line, no state-dict traceback
+            detail = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e).splitlines()[0])
+            raise ModelMismatchError(
+                f"cannot resume from {path}: it was written by another model (another mode, preset or network keys: "
+                f"{detail}). Give this run its own --bundle_root, or pass --resume false to start over in this folder "
+                "(its checkpoints are then deleted)."
+            ) from None
         epoch = engine.state.epoch
         if max_epochs is not None:
             if epoch > max_epochs:
@@ -238,32 +243,3 @@ class ResumeHandler:
                 f"training is already complete: the checkpoint reached max_epochs={max_epochs}; nothing to train "
                 "(pass a larger max_epochs to continue, or resume=false to start over)."
             )
-
-
-class SafeCheckpointLoader(CheckpointLoader):
-    """
-    MONAI's ``CheckpointLoader`` with errors a user can act on: the file is read by
-    :py:func:`monai_bigan.utils.load_checkpoint` (``weights_only=True``; a checkpoint holding arbitrary pickled
-    objects is refused), and a missing entry names the keys the checkpoint does have. Arguments as
-    ``CheckpointLoader`` (``load_path``, ``load_dict``, ``name``, ``map_location``, ``strict``).
-    """
-
-    def __call__(self, engine: Engine) -> None:
-        checkpoint = load_checkpoint(self.load_path, map_location=self.map_location)
-        if "ema_network" in self.load_dict and scoring_network_key(checkpoint) == "network":
-            self.logger.warning(f"{self.load_path} has no EMA copy (trained with ema_decay 0): loading 'network'.")
-            checkpoint = dict(checkpoint, ema_network=checkpoint["network"])
-        missing = [k for k in self.load_dict if k not in checkpoint]
-        if missing:
-            hint = (
-                " The model was trained without heatmap normalization (or by an older version): pass "
-                "--heatmap_normalize false, or retrain."
-                if "residual_statistics" in missing
-                else ""
-            )
-            raise KeyError(
-                f"{self.load_path}: no {missing} in this checkpoint (it holds {sorted(checkpoint)}); "
-                f"was it written by the monai_bigan training bundle?{hint}"
-            )
-        Checkpoint.load_objects(to_load=self.load_dict, checkpoint=checkpoint, strict=self.strict)
-        self.logger.info(f"Restored {sorted(self.load_dict)} from {self.load_path}")

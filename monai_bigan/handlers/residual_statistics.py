@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_bigan.handlers.progress import progress_bar
 from monai_bigan.inferers.residual_statistics import ResidualStatistics, residual_maps
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -48,7 +49,10 @@ class ResidualStatisticsHandler:
         inferer: inferer called as ``inferer(images, scorer)`` (e.g. a ``SliceInferer``); None calls the scorer.
         device: device to score on.
         image_key: key of the images in the batches.
-        enabled: False turns the handler into a no-op (for recipes without residual normalization).
+        enabled: False turns the handler into a no-op; so does ``statistics`` None (recipes without residual
+            normalization).
+        progress: show a progress bar over the scans (erased when done on a terminal; in a log file only when the
+            pass takes more than 10 s), see :py:func:`monai_bigan.handlers.progress_bar`.
 
     Example::
 
@@ -58,13 +62,14 @@ class ResidualStatisticsHandler:
 
     def __init__(
         self,
-        statistics: ResidualStatistics,
+        statistics: ResidualStatistics | None,
         scorer: Callable[[torch.Tensor], torch.Tensor],
         data_loader: Iterable,
         inferer: Callable | None = None,
         device: str | torch.device = "cpu",
         image_key: str = "image",
         enabled: bool = True,
+        progress: bool = True,
     ) -> None:
         self.statistics = statistics
         self.scorer = scorer
@@ -72,7 +77,8 @@ class ResidualStatisticsHandler:
         self.inferer = inferer
         self.device = device
         self.image_key = image_key
-        self.enabled = enabled
+        self.enabled = bool(enabled) and statistics is not None
+        self.progress = bool(progress)
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
@@ -82,7 +88,13 @@ class ResidualStatisticsHandler:
     def __call__(self, engine: Engine | None = None) -> None:
         start = time.perf_counter()
         maps = residual_maps(self.scorer, self.data_loader, self.inferer, self.device, self.image_key)
-        self.statistics.to(self.device).fit(maps)
+        # a data loader counts its scans; the batches of a plain iterable are not counted
+        dataset = getattr(self.data_loader, "dataset", None)
+        total = len(dataset) if hasattr(dataset, "__len__") else None
+        with progress_bar(
+            maps, total=total, desc="residual statistics", unit="scan", enabled=self.progress, transient=True
+        ) as bar:
+            self.statistics.to(self.device).fit(bar)
         self.logger.info(
             f"healthy residual statistics from {int(self.statistics.num_samples)} training scans on grid "
             f"{tuple(self.statistics.mean.shape[1:])} in {time.perf_counter() - start:.1f} s."

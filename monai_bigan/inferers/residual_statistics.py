@@ -21,21 +21,19 @@ anatomy-shaped background, so a lesion stands out even where healthy residuals a
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
 import torch
 from monai.data import decollate_batch
 from monai.networks import eval_mode
 
-from monai_bigan.baselines.zscore import (
+from monai_bigan.inferers.voxel_statistics import (
+    FittedStatistics,
     ZScoreMode,
-    _check_mode,
-    _deviations,
-    _FittedBaseline,
-    _floored_std,
-    _iter_images,
+    check_mode,
+    deviations,
+    floored_std,
+    iter_images,
 )
 
 __all__ = ["ResidualStatistics", "residual_maps"]
@@ -43,7 +41,7 @@ __all__ = ["ResidualStatistics", "residual_maps"]
 logger = logging.getLogger(__name__)
 
 
-class ResidualStatistics(_FittedBaseline):
+class ResidualStatistics(FittedStatistics):
     """
     Voxel-wise calibration of a reconstruction against healthy scans on the fixed model grid.
 
@@ -101,7 +99,7 @@ class ResidualStatistics(_FittedBaseline):
         super().__init__()
         if max_slope <= 0 or min_std < 0 or eps < 0:
             raise ValueError(f"need max_slope > 0 and non-negative floors, got {max_slope}, {min_std}, {eps}.")
-        self.mode = _check_mode(mode)
+        self.mode = check_mode(mode)
         self.regress = regress
         self.max_slope = float(max_slope)
         self.min_std = float(min_std)
@@ -142,7 +140,7 @@ class ResidualStatistics(_FittedBaseline):
         sums: dict[str, torch.Tensor] = {}
         count = 0
         shape = None
-        for item in _iter_images(source):
+        for item in iter_images(source):
             if item.dim() < 2 or item.shape[0] < 2:
                 raise ValueError(f"expected maps (residual, reconstruction, *spatial), got shape {tuple(item.shape)}.")
             if shape is not None and item.shape[1:] != shape:
@@ -184,7 +182,7 @@ class ResidualStatistics(_FittedBaseline):
         """``s_v`` after the floor ``max(min_std * pooled image spread, eps)``, shape ``(1, *spatial)``."""
         if not self.is_fitted:
             raise RuntimeError("ResidualStatistics is not fitted: call fit() or load a fitted state_dict first.")
-        return _floored_std(self.std, self.global_std, self.min_std, self.eps)
+        return floored_std(self.std, self.global_std, self.min_std, self.eps)
 
     def normalize(self, maps: torch.Tensor) -> torch.Tensor:
         """
@@ -213,36 +211,11 @@ class ResidualStatistics(_FittedBaseline):
         maps = maps.to(device=self.mean.device, dtype=torch.float32)
         recon = maps[1:2]
         image = maps[0:1] + recon
-        return _deviations((image - self.mean - self.slope * recon) / self.effective_std(), self.mode)
+        return deviations((image - self.mean - self.slope * recon) / self.effective_std(), self.mode)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         """Batched :py:meth:`normalize`: ``(B, C >= 2, *spatial)`` -> ``(B, 1, *spatial)``."""
         return torch.stack([self.normalize(m) for m in maps])
-
-    @classmethod
-    def from_file(
-        cls, path: str | os.PathLike, map_location: str | torch.device = "cpu", **kwargs: Any
-    ) -> ResidualStatistics:
-        """
-        Load statistics saved with ``torch.save(stats.state_dict(), path)`` (the export writes
-        ``models/residual_statistics.pt`` beside ``model.ts``), with ``weights_only=True``.
-
-        Args:
-            path: the file.
-            map_location: device to load onto.
-            kwargs: constructor arguments.
-
-        Raises:
-            FileNotFoundError: when the file does not exist.
-        """
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"{path} not found: export the model with `python -m monai_bigan.export`, which writes it beside "
-                "model.ts, or set heatmap_normalize to false."
-            )
-        stats = cls(**kwargs)
-        stats.load_state_dict(torch.load(path, map_location=map_location, weights_only=True))
-        return stats.to(map_location)
 
 
 def residual_maps(

@@ -32,6 +32,7 @@ from monai.bundle import ConfigWorkflow
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
+from monai_bigan.bundle import resolve_macro_paths
 from monai_bigan.label.workflow import LabelBundle, write_training_datalist
 
 __all__ = ["BiGANTrainTask"]
@@ -128,6 +129,7 @@ class BiGANTrainTask(TrainTask):
                     "device": f"$torch.device('{device}')",
                 },
             )
+            resolve_macro_paths(workflow.parser, self.bundle.config_files("train"))
             workflow.initialize()
             workflow.run()
             workflow.finalize()

@@ -35,9 +35,9 @@ import torch
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 
+from monai_bigan.bundle import ModelMismatchError, bundle_config_parser
 from monai_bigan.data.datalist import DATALIST_FILENAME
 from monai_bigan.io.atomic import atomic_write_text
-from monai_bigan.utils.checkpoint import load_checkpoint, scoring_network_key
 
 __all__ = [
     "OVERRIDES_FILENAME",
@@ -214,12 +214,8 @@ class LabelBundle:
         A :py:class:`ConfigParser` of config ``name`` with ``bundle_root`` set to the model folder and all overrides
         applied (saved, then start-up, then ``extra``).
         """
-        parser = ConfigParser()
-        parser.read_config(self.config_files(name))
         values = {"bundle_root": str(self.bundle_root), **self.effective_overrides(), **extra}
-        for key, value in values.items():
-            parser[key] = value
-        return parser
+        return bundle_config_parser(self.config_files(name), **values)
 
 
 @dataclass
@@ -246,17 +242,8 @@ class InferenceWorkflow:
     threshold_mode: str
 
 
-def _transforms_of(parser: ConfigParser, id: str) -> list[tuple[str, Any]]:
-    """(config id, raw config) of each transform of a ``Compose`` or a list at ``id``."""
-    raw = parser.get(id)
-    if isinstance(raw, Mapping) and "transforms" in raw:
-        id, raw = f"{id}#transforms", raw["transforms"]
-    if not isinstance(raw, list):
-        raise ValueError(f"inference config: {id!r} must be a Compose or a list of transforms.")
-    return [(f"{id}#{i}", item) for i, item in enumerate(raw)]
-
-
 def _target_name(raw: Any) -> str:
+    """The class name a raw transform config instantiates."""
     target = raw.get("_target_", "") if isinstance(raw, Mapping) else ""
     return str(target).rsplit(".", 1)[-1]
 
@@ -278,48 +265,33 @@ def build_inference_workflow(bundle: LabelBundle, device: str | torch.device = "
     bundle.require_model()
     device = torch.device(device)
     parser = bundle.parser("inference", device=f"$torch.device('{device}')")
-    preprocessing = [parser.get_parsed_content(i) for i, _ in _transforms_of(parser, "preprocessing")]
-    inferer = parser.get_parsed_content("inferer")
-    network = parser.get_parsed_content("network")
-    checkpoint_key = parser.get_parsed_content("checkpoint_key") if "checkpoint_key" in parser else "network"
-    checkpoint = load_checkpoint(bundle.ckpt_file, map_location=device)
-    checkpoint_key = scoring_network_key(checkpoint, checkpoint_key)
-    if checkpoint_key not in checkpoint:
-        raise KeyError(
-            f"{bundle.ckpt_file} has no {checkpoint_key!r} entry (it has {sorted(checkpoint)}): "
-            "it was not written by the bigan training bundle, or checkpoint_key is wrong."
-        )
+    # the bundle's own loader (config id ``trained_model``): weights, EMA fallback, statistics, calibration, settings
     try:
-        network.load_state_dict(checkpoint[checkpoint_key])
-    except RuntimeError as e:
-        raise RuntimeError(
-            f"{bundle.ckpt_file} does not fit the network of the inference config: train and infer with the same "
-            f"network settings (overrides in force: {bundle.effective_overrides()}; saved overrides file: "
-            f"{bundle.overrides_file}). {e}"
-        ) from e
-    statistics = parser.get_parsed_content("residual_statistics") if "residual_statistics" in parser else None
-    if statistics is not None:
-        if "residual_statistics" not in checkpoint:
-            raise KeyError(
-                f"{bundle.ckpt_file} has no 'residual_statistics' entry: it was trained with heatmap_normalize=false "
-                "(or by an older version); set heatmap_normalize to false in the overrides, or retrain."
-            )
-        statistics.load_state_dict(checkpoint["residual_statistics"])
-    scorer = parser.get_parsed_content("scorer")
-    scorer.eval()
-    postprocessing = [
-        parser.get_parsed_content(i)
-        for i, raw in _transforms_of(parser, "postprocessing")
+        trained = parser.get_parsed_content("trained_model")
+    except Exception as e:
+        cause = e.__cause__ if isinstance(e.__cause__, (ModelMismatchError, KeyError, FileNotFoundError)) else e
+        if isinstance(cause, ModelMismatchError):
+            raise ModelMismatchError(
+                f"{cause} (overrides in force: {bundle.effective_overrides()}; saved overrides file: "
+                f"{bundle.overrides_file})"
+            ) from None
+        raise cause
+    preprocessing = list(parser.get_parsed_content("preprocessing").transforms)
+    # transforms are parsed one by one: those that write files are skipped unparsed (they would create the output
+    # folder of a batch run)
+    postprocessing = list(parser.get_parsed_content("scoring_postprocessing")) + [
+        parser.get_parsed_content(f"output_transforms#{i}")
+        for i, raw in enumerate(parser.get("output_transforms"))
         if _target_name(raw) not in SKIPPED_POSTPROCESSING
     ]
-    logger.info(f"Loaded BiGAN model {bundle.ckpt_file} ({checkpoint_key}) on {device}.")
+    logger.info(f"Loaded BiGAN model {bundle.ckpt_file} ({trained.checkpoint_key}) on {device}.")
     return InferenceWorkflow(
         parser=parser,
         preprocessing=preprocessing,
-        inferer=inferer,
-        scorer=scorer,
+        inferer=parser.get_parsed_content("inferer"),
+        scorer=parser.get_parsed_content("scorer").eval(),
         postprocessing=postprocessing,
-        calibration=parser.get_parsed_content("calibration"),
+        calibration=trained.calibration,
         threshold_mode=str(parser.get_parsed_content("threshold_mode")) if "threshold_mode" in parser else "fpr",
     )
 

@@ -8,10 +8,11 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Losses for BiGAN/EGBAD training."""
+"""Losses for BiGAN/EGBAD/ALAD training: the adversarial loss and the whole training objective."""
 
 from __future__ import annotations
 
 from .bigan_loss import BiGANLoss
+from .objective import BiGANObjective, ObjectiveOutput
 
-__all__ = ["BiGANLoss"]
+__all__ = ["BiGANLoss", "BiGANObjective", "ObjectiveOutput"]

@@ -14,8 +14,9 @@ Evaluation metrics of unsupervised anomaly detection, at the image level (one sc
 
 The positive class is always the anomaly: label 1 (or a nonzero mask voxel) means anomalous, and a scan or voxel is
 flagged when its score is strictly greater than the threshold. The curve metrics (AUROC, average precision, ROC and
-precision-recall curves) come from scikit-learn. Like :py:mod:`monai.metrics`, the functions here are framework-free:
-they take numpy arrays, torch tensors or sequences and return plain Python numbers.
+precision-recall curves) come from scikit-learn, imported on first use (like SciPy, for the connected lesions), so
+that importing this module stays cheap. Like :py:mod:`monai.metrics`, the functions here are framework-free: they take
+numpy arrays, torch tensors or sequences and return plain Python numbers.
 """
 
 from __future__ import annotations
@@ -27,11 +28,10 @@ from typing import Any, Union
 
 import numpy as np
 from monai.config import NdarrayOrTensor
-from monai.utils import convert_to_numpy
-from scipy import ndimage
-from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+from monai.utils import convert_to_numpy, optional_import
 
 __all__ = [
+    "check_scores_labels",
     "image_level_metrics",
     "dice_at_threshold",
     "best_dice_threshold",
@@ -51,9 +51,23 @@ def _as_1d(x: Any, name: str, dtype: Any = np.float64) -> np.ndarray:
     return arr.reshape(-1)
 
 
-def _check_scores_labels(scores: Any, labels: Any, require_both: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _sklearn_metrics() -> Any:
+    """:py:mod:`sklearn.metrics`, imported on first use: scikit-learn takes seconds to import."""
+    sk_metrics, _ = optional_import("sklearn.metrics")
+    return sk_metrics
+
+
+def check_scores_labels(scores: Any, labels: Any, require_both: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """
     Validate one score and one binary label per scan; return them as float64 and int64 arrays.
+
+    Args:
+        scores: one anomaly score per scan (numpy array, torch tensor or sequence; flattened).
+        labels: one label per scan, 1 anomalous and 0 healthy.
+        require_both: whether both classes must be present (the curve metrics need them).
+
+    Returns:
+        ``(scores, labels)`` as flat float64 and int64 arrays.
 
     Raises:
         ValueError: on empty inputs, different lengths, NaN scores, labels other than 0/1, or (``require_both``) a
@@ -119,14 +133,15 @@ def image_level_metrics(scores: ArrayLike, labels: ArrayLike, threshold: float |
         m["auroc"]  # 0.75
         m["sensitivity"], m["specificity"]  # 0.5, 1.0
     """
-    s, y = _check_scores_labels(scores, labels)
+    s, y = check_scores_labels(scores, labels)
     num_anomalous = int(y.sum())
-    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
-    precision_curve, recall_curve, _ = precision_recall_curve(y, s)
+    sk_metrics = _sklearn_metrics()
+    fpr, tpr, _ = sk_metrics.roc_curve(y, s, drop_intermediate=False)
+    precision_curve, recall_curve, _ = sk_metrics.precision_recall_curve(y, s)
     out: dict[str, float] = {
-        "auroc": float(roc_auc_score(y, s)),
-        "auprc": float(average_precision_score(y, s)),
-        "auprc_trapezoid": float(auc(recall_curve, precision_curve)),
+        "auroc": float(sk_metrics.roc_auc_score(y, s)),
+        "auprc": float(sk_metrics.average_precision_score(y, s)),
+        "auprc_trapezoid": float(sk_metrics.auc(recall_curve, precision_curve)),
         # the curve always starts at (0, 0), so the selection is never empty
         "sensitivity_at_95_specificity": float(tpr[fpr <= 0.05 + 1e-12].max()),
         "num_anomalous": num_anomalous,
@@ -275,6 +290,7 @@ def _lesion_peaks(hm: np.ndarray, gt: np.ndarray, reg: np.ndarray | None, min_ov
     """
     if not gt.any():
         return np.zeros(0, dtype=np.float32)
+    ndimage, _ = optional_import("scipy.ndimage")
     structure = ndimage.generate_binary_structure(gt.ndim, gt.ndim)  # full connectivity
     labels, num = ndimage.label(gt, structure=structure)
     inside = labels > 0 if reg is None else (labels > 0) & reg
@@ -490,10 +506,11 @@ class VoxelMetricAccumulator:
             )
         dice, dice_threshold = best_dice_threshold(scores, truth)
         # what roc_auc_score computes for binary labels, without its slow label-type inspection of millions of voxels
-        fpr, tpr, _ = roc_curve(truth, scores)
+        sk_metrics = _sklearn_metrics()
+        fpr, tpr, _ = sk_metrics.roc_curve(truth, scores)
         out: dict[str, float] = {
-            "voxel_auroc": float(auc(fpr, tpr)),
-            "voxel_auprc": float(average_precision_score(truth, scores)),
+            "voxel_auroc": float(sk_metrics.auc(fpr, tpr)),
+            "voxel_auprc": float(sk_metrics.average_precision_score(truth, scores)),
             "dice_best": dice,
             "dice_best_threshold": dice_threshold,
             "num_volumes": self.num_volumes,

@@ -12,9 +12,10 @@
 Evaluation figures: ROC and precision-recall curves, score histograms of healthy and anomalous scans, and a grid of
 example cases with their heatmaps.
 
-Figures are drawn with :py:class:`matplotlib.figure.Figure` and the Agg canvas directly, so importing this module
-never switches the global matplotlib backend, and every PNG is written through a temporary file in the same folder and
-an atomic rename, so readers never see a partial file. The positive class is the anomaly (label 1).
+Figures are drawn with :py:class:`matplotlib.figure.Figure` and the Agg canvas directly, so drawing never switches the
+global matplotlib backend; matplotlib and scikit-learn are imported on first use, not with this module. Every PNG is
+written through a temporary file in the same folder and an atomic rename, so readers never see a partial file. The
+positive class is the anomaly (label 1).
 """
 
 from __future__ import annotations
@@ -23,19 +24,16 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
-from monai.utils import convert_to_numpy
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+from monai.utils import convert_to_numpy, optional_import
 
 from monai_bigan.io.atomic import atomic_save_figure
-from monai_bigan.metrics.anomaly import ArrayLike, _check_scores_labels
+from monai_bigan.metrics.anomaly import ArrayLike, check_scores_labels
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["plot_roc_pr", "plot_score_histograms", "plot_case_grid"]
 
@@ -51,6 +49,8 @@ def _save_atomic(fig: Figure, output_path: str | os.PathLike, dpi: int) -> Path:
 
 def _new_figure(width: float, height: float) -> Figure:
     """A figure on its own Agg canvas (no pyplot, no global backend)."""
+    Figure, _ = optional_import("matplotlib.figure", name="Figure")
+    FigureCanvasAgg, _ = optional_import("matplotlib.backends.backend_agg", name="FigureCanvasAgg")
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
     return fig
@@ -97,10 +97,11 @@ def plot_roc_pr(
 
         plot_roc_pr(scores, labels, "eval/roc_pr.png", title="test split", baselines={"AE": (ae_scores, labels)})
     """
-    curves = [(name, *_check_scores_labels(scores, labels))]
+    curves = [(name, *check_scores_labels(scores, labels))]
     for base_name, (base_scores, base_labels) in (baselines or {}).items():
-        curves.append((str(base_name), *_check_scores_labels(base_scores, base_labels)))
+        curves.append((str(base_name), *check_scores_labels(base_scores, base_labels)))
     prevalence = float(curves[0][2].mean())
+    sk_metrics, _ = optional_import("sklearn.metrics")
 
     fig = _new_figure(11.0, 5.0)
     try:
@@ -108,16 +109,18 @@ def plot_roc_pr(
         for i, (curve_name, s, y) in enumerate(curves):
             color = _CURVE_COLORS[i % len(_CURVE_COLORS)]
             width = 2.0 if i == 0 else 1.5
-            fpr, tpr, _ = roc_curve(y, s)
-            ax_roc.plot(fpr, tpr, color=color, lw=width, label=f"{curve_name} (AUROC {roc_auc_score(y, s):.3f})")
-            precision, recall, _ = precision_recall_curve(y, s)
+            fpr, tpr, _ = sk_metrics.roc_curve(y, s)
+            ax_roc.plot(
+                fpr, tpr, color=color, lw=width, label=f"{curve_name} (AUROC {sk_metrics.roc_auc_score(y, s):.3f})"
+            )
+            precision, recall, _ = sk_metrics.precision_recall_curve(y, s)
             ax_pr.step(
                 recall,
                 precision,
                 where="post",
                 color=color,
                 lw=width,
-                label=f"{curve_name} (AP {average_precision_score(y, s):.3f})",
+                label=f"{curve_name} (AP {sk_metrics.average_precision_score(y, s):.3f})",
             )
         ax_roc.plot([0, 1], [0, 1], ls="--", color="gray", lw=1, label="chance")
         ax_pr.axhline(prevalence, ls="--", color="gray", lw=1, label=f"chance (prevalence {prevalence:.2f})")
@@ -187,7 +190,7 @@ def plot_score_histograms(
 
         plot_score_histograms(scores, labels, "eval/hist.png", threshold=cal.threshold, target_fpr=cal.target_fpr)
     """
-    s, y = _check_scores_labels(scores, labels, require_both=False)
+    s, y = check_scores_labels(scores, labels, require_both=False)
     lo, hi = float(s.min()), float(s.max())
     if threshold is not None:
         lo, hi = min(lo, float(threshold)), max(hi, float(threshold))
@@ -345,6 +348,9 @@ def plot_case_grid(
     shared = len(set(vmaxes)) == 1
     has_row_names = any(name for name, _ in lines)
 
+    colormaps, _ = optional_import("matplotlib", name="colormaps")
+    Normalize, _ = optional_import("matplotlib.colors", name="Normalize")
+    ScalarMappable, _ = optional_import("matplotlib.cm", name="ScalarMappable")
     cmap = colormaps["inferno"]
     left = 0.45 if has_row_names else 0.1
     right = 1.0 if shared else 0.1

@@ -32,7 +32,7 @@ from monai.networks import normal_init
 from monai.networks.blocks import Convolution
 from monai.networks.layers.utils import get_act_layer, get_dropout_layer
 
-from monai_bigan.networks.encoder import _apply_spectral_norm, _bottom_shape, _check_layers, _downsampling
+from monai_bigan.networks.blocks import apply_spectral_norm, bottom_shape, check_layers, downsampling
 
 __all__ = ["ImagePairDiscriminator", "JointDiscriminator", "LatentPairDiscriminator"]
 
@@ -122,8 +122,8 @@ class JointDiscriminator(nn.Module):
         spectral_norm: bool = False,
     ) -> None:
         super().__init__()
-        _check_layers(channels, strides)
-        bottom = _bottom_shape(spatial_dims, in_shape, strides, "in_shape")
+        check_layers(channels, strides)
+        bottom = bottom_shape(spatial_dims, in_shape, strides, "in_shape")
         for name, value in (
             ("latent_size", latent_size),
             ("latent_features", latent_features),
@@ -136,7 +136,7 @@ class JointDiscriminator(nn.Module):
         self.in_shape = tuple(in_shape)
         self.latent_size = latent_size
 
-        self.x_net = _downsampling(spatial_dims, in_shape[0], channels, strides, kernel_size, act, norm, dropout)
+        self.x_net = downsampling(spatial_dims, in_shape[0], channels, strides, kernel_size, act, norm, dropout)
         self.x_net.add_module("flatten", nn.Flatten())
 
         self.z_net = self._dense(latent_size, latent_features, act, dropout)
@@ -147,7 +147,7 @@ class JointDiscriminator(nn.Module):
         self.apply(normal_init)
         if spectral_norm:
             convs = [block.conv for block in self.x_net if isinstance(block, Convolution)]
-            _apply_spectral_norm(convs + [self.z_net.linear, self.joint_net.linear, self.logit])
+            apply_spectral_norm(convs + [self.z_net.linear, self.joint_net.linear, self.logit])
 
     @staticmethod
     def _dense(
@@ -246,15 +246,15 @@ class ImagePairDiscriminator(nn.Module):
         spectral_norm: bool = False,
     ) -> None:
         super().__init__()
-        _check_layers(channels, strides)
-        bottom = _bottom_shape(spatial_dims, in_shape, strides, "in_shape")
+        check_layers(channels, strides)
+        bottom = bottom_shape(spatial_dims, in_shape, strides, "in_shape")
         if feature_size is not None and feature_size < 1:
             raise ValueError(f"feature_size must be positive or None, got {feature_size}.")
 
         self.spatial_dims = spatial_dims
         self.in_shape = tuple(in_shape)
 
-        self.x_net = _downsampling(spatial_dims, 2 * in_shape[0], channels, strides, kernel_size, act, norm, dropout)
+        self.x_net = downsampling(spatial_dims, 2 * in_shape[0], channels, strides, kernel_size, act, norm, dropout)
         self.x_net.add_module("flatten", nn.Flatten())
         flat_size = channels[-1] * math.prod(bottom)
         # without a dense feature layer, the flattened convolution output are the features
@@ -270,7 +270,7 @@ class ImagePairDiscriminator(nn.Module):
             layers = [block.conv for block in self.x_net if isinstance(block, Convolution)]
             if feature_size is not None:
                 layers.append(self.feature_net.linear)
-            _apply_spectral_norm(layers + [self.logit])
+            apply_spectral_norm(layers + [self.logit])
 
     def forward(self, x: torch.Tensor, x_prime: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """
@@ -350,7 +350,7 @@ class LatentPairDiscriminator(nn.Module):
         # init first: once parametrized, ``weight`` is computed and cannot be set in place
         self.apply(normal_init)
         if spectral_norm:
-            _apply_spectral_norm([block.linear for block in self.hidden] + [self.logit])
+            apply_spectral_norm([block.linear for block in self.hidden] + [self.logit])
 
     def forward(self, z: torch.Tensor, z_prime: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """

@@ -27,7 +27,7 @@ from monai.networks import normal_init
 from monai.networks.blocks import ADN, Convolution
 from monai.networks.layers.utils import get_act_layer
 
-from monai_bigan.networks.encoder import _bottom_shape, _check_layers, _scale_padding
+from monai_bigan.networks.blocks import bottom_shape, check_layers, scale_padding
 
 __all__ = ["Generator"]
 
@@ -88,8 +88,8 @@ class Generator(nn.Module):
         out_act: tuple | str | None = "tanh",
     ) -> None:
         super().__init__()
-        _check_layers(channels, strides)
-        start = _bottom_shape(spatial_dims, out_shape, strides, "out_shape")
+        check_layers(channels, strides)
+        start = bottom_shape(spatial_dims, out_shape, strides, "out_shape")
         if latent_size < 1:
             raise ValueError(f"latent_size must be positive, got {latent_size}.")
 
@@ -105,7 +105,7 @@ class Generator(nn.Module):
         self.up = nn.Sequential()
         out_channels = list(channels[1:]) + [out_shape[0]]
         for i, (c_in, c_out, s) in enumerate(zip(channels, out_channels, strides)):
-            padding, output_padding = _scale_padding(kernel_size, s)
+            padding, output_padding = scale_padding(kernel_size, s)
             is_last = i == len(strides) - 1
             self.up.add_module(
                 f"up{i}",

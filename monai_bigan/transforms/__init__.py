@@ -14,5 +14,6 @@ from __future__ import annotations
 
 from .calibration import ScoreCalibrationd
 from .checks import CheckImaged, CheckInputd, InvalidImageError
+from .foreground import FOREGROUND_THRESHOLD, is_foreground
 from .heatmap import HeatmapPostprocessd
 from .scoring import AnomalyScored

@@ -13,8 +13,9 @@
 from __future__ import annotations
 
 from .bundle import as_bool, default_bundle_root, require_file
-from .calibration import ScoreCalibration, scoring_settings
+from .calibration import ScoreCalibration
 from .checkpoint import RNGState, UnsafeCheckpointError, find_checkpoints, load_checkpoint, scoring_network_key
 from .ema import ema_decay_at, update_ema
 from .enums import AnomalyKeys, BiGANIterationEvents, BiGANKeys
-from .performance import amp_dtype, channels_last_kwargs, compile_networks
+from .performance import amp_dtype, autocast_kwargs, channels_last_kwargs, compile_networks
+from .warnings import filter_framework_warnings

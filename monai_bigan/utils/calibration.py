@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,41 +28,9 @@ import numpy as np
 
 from monai_bigan.io.atomic import atomic_write_text
 
-from .bundle import as_bool
-
-__all__ = ["ScoreCalibration", "scoring_settings"]
+__all__ = ["ScoreCalibration"]
 
 logger = logging.getLogger(__name__)
-
-
-def scoring_settings(
-    alpha: float,
-    discriminator_term: str,
-    refine_steps: int,
-    refine_lr: float,
-    heatmap_normalize: bool | str,
-    heatmap_sigma: float,
-    heatmap_mask: bool | str,
-    heatmap_polarity: str,
-    top_k_slices: int,
-    score_top_fraction: float | None,
-) -> dict[str, Any]:
-    """
-    The bundle keys that change a scan's score, as plain JSON values, for :py:class:`ScoreCalibration` to record with
-    the thresholds fitted on those scores (the learning rate only when refinement is on).
-    """
-    return {
-        "alpha": float(alpha),
-        "discriminator_term": str(discriminator_term),
-        "refine_steps": int(refine_steps),
-        "refine_lr": float(refine_lr) if int(refine_steps) > 0 else None,
-        "heatmap_normalize": as_bool(heatmap_normalize),
-        "heatmap_sigma": float(heatmap_sigma),
-        "heatmap_mask": as_bool(heatmap_mask),
-        "heatmap_polarity": str(heatmap_polarity),
-        "top_k_slices": int(top_k_slices),
-        "score_top_fraction": None if score_top_fraction is None else float(score_top_fraction),
-    }
 
 
 CALIBRATION_VERSION = 1
@@ -84,8 +52,9 @@ class ScoreCalibration:
         threshold_f1: the F1-optimal threshold when the validation split holds labelled anomalies, else None.
         f1_at_threshold_f1: the validation F1 at that threshold.
         num_anomalous: number of labelled anomalous validation scans used for ``threshold_f1``.
-        scoring: the scoring settings the scores came from (:py:func:`scoring_settings`), or None when unknown
-            (files written before version 0.4.0 of the bundle).
+        scoring: the scoring settings the scores came from (``ScoringSettings.to_dict()`` of
+            :py:class:`monai_bigan.bundle.ScoringSettings`, which compares itself with this record at load time), or
+            None when unknown (files written before version 0.4.0 of the bundle).
     """
 
     healthy_scores: list[float]
@@ -110,7 +79,7 @@ class ScoreCalibration:
         healthy_residuals: Sequence[np.ndarray] = (),
         target_fpr: float = 0.05,
         voxel_fpr: float = 0.001,
-        scoring: Mapping[str, Any] | None = None,
+        scoring: Any = None,
     ) -> ScoreCalibration:
         """
         Fit from validation scores (and labels, 0 healthy / 1 anomalous; unlabelled scans count as healthy).
@@ -121,7 +90,8 @@ class ScoreCalibration:
             healthy_residuals: foreground residual values of healthy scans, for the voxel threshold and colour scale.
             target_fpr: false-positive rate of the scan-level threshold, in (0, 1).
             voxel_fpr: fraction of healthy foreground voxels the mask may contain, in (0, 1).
-            scoring: the scoring settings the scores came from, recorded for :py:meth:`check_scoring`.
+            scoring: the scoring settings the scores came from (a ``ScoringSettings`` or its ``to_dict()``), recorded
+                so that inference can compare its own settings with them.
 
         Raises:
             ValueError: when there is no healthy score or a rate is out of range.
@@ -159,34 +129,31 @@ class ScoreCalibration:
             threshold_f1=threshold_f1,
             f1_at_threshold_f1=f1_best,
             num_anomalous=int(anomalous.size),
-            scoring=None if scoring is None else dict(scoring),
+            scoring=_record(scoring),
         )
-
-    def check_scoring(self, scoring: Mapping[str, Any]) -> ScoreCalibration:
-        """
-        Warn when ``scoring`` (the settings inference scores with) differs from the settings the thresholds were fitted
-        with: the thresholds, percentiles and flags then do not fit the scores. Returns ``self``.
-        """
-        if self.scoring is None:
-            return self
-        differences = {
-            key: (self.scoring[key], value)
-            for key, value in scoring.items()
-            if key in self.scoring and self.scoring[key] != value
-        }
-        if differences:
-            listed = ", ".join(f"{k} {was!r} -> {now!r}" for k, (was, now) in sorted(differences.items()))
-            logger.warning(
-                f"the calibration was fitted with other scoring settings ({listed}): thresholds, percentiles and "
-                "flags will not fit these scores. Refit them with: python -m monai.bundle run calibrating "
-                "--config_file bundles/bigan/train.json (with the same keys and preset)."
-            )
-        return self
 
     def percentile(self, score: float) -> float:
         """Percentage of healthy validation scores at or below ``score`` (0-100)."""
         healthy = np.asarray(self.healthy_scores)
         return float(100.0 * np.searchsorted(healthy, score, side="right") / healthy.size)
+
+    def flag_threshold(self, threshold_mode: str = "fpr") -> float:
+        """
+        The score above which a scan is flagged: ``"fpr"`` the threshold for the target false-positive rate, ``"f1"``
+        the F1-optimal validation threshold.
+
+        Raises:
+            ValueError: for ``"f1"`` when the validation split had no labelled anomalies, or an unknown mode.
+        """
+        if threshold_mode == "fpr":
+            return self.threshold
+        if threshold_mode != "f1":
+            raise ValueError(f"threshold_mode must be 'fpr' or 'f1', got {threshold_mode!r}.")
+        if self.threshold_f1 is None:
+            raise ValueError(
+                "threshold_mode 'f1' needs labelled anomalies in the validation split; this calibration has none."
+            )
+        return self.threshold_f1
 
     def is_flagged(self, score: float) -> bool:
         """Whether ``score`` is above the threshold chosen for the target false-positive rate."""
@@ -216,6 +183,13 @@ class ScoreCalibration:
             return cls(**content)
         except (json.JSONDecodeError, TypeError) as e:
             raise ValueError(f"{path} is not a valid monai_bigan calibration file: {e}") from e
+
+
+def _record(scoring: Any) -> dict[str, Any] | None:
+    """Scoring settings as the plain dictionary a calibration records."""
+    if scoring is None:
+        return None
+    return scoring.to_dict() if hasattr(scoring, "to_dict") else dict(scoring)
 
 
 def _best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:

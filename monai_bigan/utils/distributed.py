@@ -25,7 +25,6 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from monai_bigan.handlers.checkpoint import ResumeHandler
 from monai_bigan.utils.bundle import as_bool
 
 if TYPE_CHECKING:
@@ -35,7 +34,6 @@ else:
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = [
-    "DistributedResumeHandler",
     "attach_rank_zero_first",
     "bigan_parts",
     "ddp_bigan",
@@ -243,36 +241,3 @@ def save_rank_state(
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     states = {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in modules.items() if m is not None}
     torch.save(states, path)
-
-
-class DistributedResumeHandler(ResumeHandler):
-    """
-    :py:class:`monai_bigan.handlers.ResumeHandler` for distributed training: every rank loads the same checkpoint
-    (DDP synchronizes gradients only, so all ranks must restore the same weights, optimizer and engine state), but
-    rank 0 runs first and alone cleans the checkpoint folder (stale temporary files; the old epoch checkpoints when
-    ``enabled`` is false), the other ranks waiting at a barrier. With ``enabled`` false the other ranks do nothing:
-    they start from the weights DDP broadcast from rank 0. Same arguments as ``ResumeHandler``; without a process
-    group it behaves exactly like it.
-
-    The checkpoint folder must be visible to all ranks (a shared file system in multi-node training) for a resume.
-    """
-
-    def attach(self, engine: Engine) -> None:
-        """Register the handler on ``Events.STARTED``, rank 0 before the other ranks (see ``attach_rank_zero_first``)."""
-        attach_rank_zero_first(_ResumeAttacher(self), engine)
-
-    def __call__(self, engine: Engine) -> None:
-        """Resume (rank 0 also cleans up); on the other ranks only when resuming is enabled."""
-        if get_rank() > 0 and not self.enabled:
-            return
-        super().__call__(engine)
-
-
-class _ResumeAttacher:
-    """Attaches a ``DistributedResumeHandler`` with ``ResumeHandler.attach`` (avoiding the recursion)."""
-
-    def __init__(self, handler: DistributedResumeHandler) -> None:
-        self.handler = handler
-
-    def attach(self, engine: Engine) -> None:
-        ResumeHandler.attach(self.handler, engine)

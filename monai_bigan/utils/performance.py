@@ -17,7 +17,7 @@ import logging
 import torch
 from torch import nn
 
-__all__ = ["amp_dtype", "channels_last_kwargs", "compile_networks"]
+__all__ = ["amp_dtype", "autocast_kwargs", "channels_last_kwargs", "compile_networks"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,11 @@ def amp_dtype(device: str | torch.device, preferred: str = "auto") -> torch.dtyp
     if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16
+
+
+def autocast_kwargs(device: str | torch.device, preferred: str = "auto") -> dict:
+    """Keyword arguments of ``torch.autocast`` for the engines' ``amp_kwargs``: the dtype of :py:func:`amp_dtype`."""
+    return {"dtype": amp_dtype(device, preferred)}
 
 
 def channels_last_kwargs(enabled: bool, spatial_dims: int) -> dict:

@@ -12,6 +12,20 @@
 
 from __future__ import annotations
 
-from .review_sheet import ReviewSheetd, render_review_sheet, select_slices
+from .review_sheet import (
+    InputSlices,
+    ReviewSheetd,
+    above_threshold_regions,
+    input_slice_numbers,
+    render_review_sheet,
+    select_slices,
+)
 
-__all__ = ["ReviewSheetd", "render_review_sheet", "select_slices"]
+__all__ = [
+    "InputSlices",
+    "ReviewSheetd",
+    "above_threshold_regions",
+    "input_slice_numbers",
+    "render_review_sheet",
+    "select_slices",
+]

@@ -11,7 +11,9 @@
 """
 Review sheets: one PNG per scanned volume showing its most anomalous slices, each as the image, the BiGAN
 reconstruction G(E(x)) and the residual heatmap over the image, on a colour scale fixed by healthy reference data, so
-that a radiologist can read it without further explanation.
+that a radiologist can read it without further explanation: the sheet states how the flag was decided, how the scan
+ranks among the healthy validation scans (and how coarse that ranking is), how many voxels exceed the voxel threshold,
+and numbers its slices as the input file does.
 
 Figures are drawn with :py:class:`matplotlib.figure.Figure` and the Agg canvas directly, so importing this module
 never switches the global matplotlib backend.
@@ -21,55 +23,184 @@ from __future__ import annotations
 
 import os
 import re
+import textwrap
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import torch
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 from monai.config import NdarrayOrTensor
 from monai.transforms import MapTransform
-from monai.utils import convert_to_numpy
+from monai.utils import convert_to_numpy, optional_import
 
 from monai_bigan.io.atomic import atomic_save_figure
 
-__all__ = ["render_review_sheet", "select_slices", "ReviewSheetd"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "render_review_sheet",
+    "select_slices",
+    "above_threshold_regions",
+    "input_slice_numbers",
+    "InputSlices",
+    "ReviewSheetd",
+]
+
+#: share of ``heatmap_vmax`` below which nothing is coloured when no voxel threshold is known
+FALLBACK_OVERLAY_FRACTION = 0.5
+
+_DIRECTIONS = {"S": "superior", "I": "inferior", "L": "left", "R": "right", "A": "anterior", "P": "posterior"}
 
 
-def select_slices(slice_scores: NdarrayOrTensor | Sequence[float], num_slices: int) -> list[int]:
+def select_slices(
+    slice_scores: NdarrayOrTensor | Sequence[float],
+    num_slices: int,
+    min_distance: int = 1,
+    priority: Sequence[int] = (),
+) -> list[int]:
     """
-    Indices of the ``num_slices`` highest ``slice_scores``, in increasing slice order.
+    Indices of up to ``num_slices`` slices with high ``slice_scores``, at least ``min_distance`` slices apart, in
+    increasing slice order.
 
-    Ties are broken in favor of the lower index; NaN scores rank last.
+    The ``priority`` slices are taken first, in their order (e.g. the top slice of each above-threshold region); then
+    slices are taken by decreasing score. A slice closer than ``min_distance`` to one already taken is skipped, so
+    that with ``min_distance`` > 1 the picks spread over different regions instead of showing neighbours of the top
+    slice; fewer than ``num_slices`` are returned when no slice is left outside these neighbourhoods.
+    ``min_distance=1`` takes the ``num_slices`` highest scores. Ties are broken in favor of the lower index; NaN
+    scores rank last.
 
     Args:
         slice_scores: one anomaly score per slice (any shape, flattened).
         num_slices: number of slices to pick; fewer are returned when there are fewer slices.
+        min_distance: smallest index difference between two picked slices, >= 1.
+        priority: slice indices to pick before the others (out-of-range ones are ignored).
 
     Returns:
         the sorted slice indices.
 
     Raises:
-        ValueError: when ``num_slices`` < 1 or there is no score.
+        ValueError: when ``num_slices`` or ``min_distance`` < 1 or there is no score.
 
     Example::
 
         select_slices([0.1, 0.9, 0.2, 0.8], 2)  # [1, 3]
+        select_slices([0.1, 0.9, 0.85, 0.8, 0.2, 0.3], 2, min_distance=3)  # [1, 5]: 2 and 3 are too close to 1
     """
     if num_slices < 1:
         raise ValueError(f"num_slices must be at least 1, got {num_slices}.")
+    if min_distance < 1:
+        raise ValueError(f"min_distance must be at least 1, got {min_distance}.")
     scores = np.asarray(convert_to_numpy(slice_scores), dtype=np.float64).reshape(-1)
     if scores.size == 0:
         raise ValueError("slice_scores is empty.")
     scores = np.where(np.isnan(scores), -np.inf, scores)
     order = np.argsort(-scores, kind="stable")
-    return sorted(int(i) for i in order[:num_slices])
+    candidates = [int(i) for i in priority if 0 <= int(i) < scores.size] + [int(i) for i in order]
+    picked: list[int] = []
+    for i in candidates:
+        if len(picked) == num_slices:
+            break
+        if all(abs(i - j) >= min_distance for j in picked):
+            picked.append(i)
+    return sorted(picked)
+
+
+def above_threshold_regions(
+    heatmap: NdarrayOrTensor, threshold: float, min_voxels: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """
+    The connected regions of voxels at or above ``threshold`` (full connectivity: 26-connected in 3D, 8 in 2D).
+
+    Args:
+        heatmap: the heatmap, (H, W[, D]); NaN voxels are never above the threshold.
+        threshold: the voxel threshold (the level of the anomaly mask and of the cyan outlines).
+        min_voxels: smaller regions are dropped (their voxels get label 0).
+
+    Returns:
+        ``(labels, sizes)``: an int array of the heatmap's shape, 0 outside the regions and ``i + 1`` in the ``i``-th
+        region, regions numbered by decreasing size; and the number of voxels of each region.
+
+    Example::
+
+        hm = np.zeros((8, 8)); hm[1:3, 1:3] = 1.0; hm[6, 6] = 1.0
+        labels, sizes = above_threshold_regions(hm, 0.5)  # sizes [4, 1]
+    """
+    ndimage, _ = optional_import("scipy.ndimage")
+    hm = np.asarray(convert_to_numpy(heatmap), dtype=np.float32)
+    above = np.nan_to_num(hm, nan=-np.inf) >= threshold
+    if not above.any():
+        return np.zeros(hm.shape, dtype=np.int32), np.zeros(0, dtype=np.int64)
+    labels, num = ndimage.label(above, structure=ndimage.generate_binary_structure(hm.ndim, hm.ndim))
+    sizes = np.bincount(labels.reshape(-1), minlength=num + 1)[1:]
+    order = np.argsort(-sizes, kind="stable")
+    order = order[sizes[order] >= max(1, int(min_voxels))]
+    relabel = np.zeros(num + 1, dtype=np.int32)
+    relabel[order + 1] = np.arange(1, order.size + 1, dtype=np.int32)
+    return relabel[labels], sizes[order].astype(np.int64)
+
+
+class InputSlices(NamedTuple):
+    """Where the slices of the model grid lie in the input file (see :py:func:`input_slice_numbers`)."""
+
+    #: for each model-grid slice along ``slice_dim``, the input's own 0-based slice index
+    numbers: np.ndarray
+    #: the input's array axis (spatial, without the channel) those indices run along
+    axis: int
+    #: the anatomical direction the input's index increases towards, e.g. ``"superior"`` ("" when unknown)
+    direction: str
+
+
+def input_slice_numbers(image: Any, slice_dim: int) -> InputSlices | None:
+    """
+    The input file's own slice index of every model-grid slice along ``slice_dim``.
+
+    The preprocessed image is a MONAI ``MetaTensor`` whose ``affine`` maps its (model-grid) voxels to world
+    coordinates after every spatial transform (orientation, crop, resize, ...), while ``meta["original_affine"]`` is
+    the affine of the file as loaded. The centre voxel of each model-grid slice is mapped through
+    ``inv(original_affine) @ affine`` to the input's voxel coordinates; the input axis is the one most parallel to
+    ``slice_dim``, and the index is rounded to the nearest input slice (clipped to the input's ``spatial_shape`` when
+    recorded). This is the slice ``Invertd`` brings a model-grid slice back to, so the number of the most anomalous
+    slice equals ``worst_slice`` of :py:func:`monai_bigan.handlers.report.worst_axial_slice` on the inverted
+    ``slice_map``.
+
+    Args:
+        image: the channel-first preprocessed image, (C, H, W, D), a ``MetaTensor``.
+        slice_dim: the spatial axis (without the channel) of the slices, 0-2.
+
+    Returns:
+        an :py:class:`InputSlices`, or None when ``image`` is not a 3D ``MetaTensor`` with both affines.
+    """
+    affine = getattr(image, "affine", None)
+    meta = getattr(image, "meta", None)
+    if affine is None or not isinstance(meta, Mapping) or meta.get("original_affine") is None:
+        return None
+    if len(image.shape) != 4 or not 0 <= slice_dim < 3:
+        return None
+    try:
+        model = np.asarray(convert_to_numpy(affine), dtype=np.float64)
+        original = np.asarray(convert_to_numpy(meta["original_affine"]), dtype=np.float64)
+        if model.shape != (4, 4) or original.shape != (4, 4):
+            return None
+        to_input = np.linalg.inv(original) @ model
+    except (ValueError, TypeError, np.linalg.LinAlgError):
+        return None
+    shape = np.asarray(image.shape[1:], dtype=np.float64)
+    num = int(shape[slice_dim])
+    points = np.tile(np.append((shape - 1.0) / 2.0, 1.0), (num, 1))
+    points[:, slice_dim] = np.arange(num)
+    coords = points @ to_input.T
+    axis = int(np.argmax(np.abs(to_input[:3, slice_dim])))
+    numbers = np.floor(coords[:, axis] + 0.5).astype(np.int64)
+    spatial_shape = meta.get("spatial_shape")
+    if spatial_shape is not None and np.size(spatial_shape) == 3:
+        numbers = np.clip(numbers, 0, int(np.asarray(convert_to_numpy(spatial_shape)).reshape(-1)[axis]) - 1)
+    direction = ""
+    nib, has_nib = optional_import("nibabel")
+    if has_nib:
+        codes = nib.aff2axcodes(original)
+        direction = _DIRECTIONS.get(str(codes[axis]), "")
+    return InputSlices(numbers, axis, direction)
 
 
 def _as_spatial(x: Any, name: str) -> np.ndarray:
@@ -87,6 +218,10 @@ def _as_spatial(x: Any, name: str) -> np.ndarray:
 def _fmt(value: float) -> str:
     """A short human-readable number."""
     return f"{value:.3g}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _is_flagged_text(lines: Sequence[str]) -> bool:
@@ -108,6 +243,12 @@ def _intensity_window(image: np.ndarray) -> tuple[float, float]:
     return lo, hi
 
 
+def _wrap(text: str, width_in: float, fontsize: float, bold: bool = False) -> list[str]:
+    """``text`` wrapped into lines that fit about ``width_in`` inches at ``fontsize`` points."""
+    char_width = fontsize / 72.0 * (0.62 if bold else 0.55)
+    return textwrap.wrap(text, width=max(20, int(width_in / char_width))) or [""]
+
+
 def _shrink_to_width(fig: Figure, texts: Sequence[Any], max_width: float, min_size: float = 6.0) -> None:
     """Reduce the font size of each text that is wider than ``max_width`` inches so that it fits."""
     renderer = fig.canvas.get_renderer()
@@ -119,6 +260,17 @@ def _shrink_to_width(fig: Figure, texts: Sequence[Any], max_width: float, min_si
 
 def _save_atomic(fig: Figure, output_path: Path, dpi: int) -> None:
     atomic_save_figure(fig, output_path, dpi=dpi, pil_kwargs={"compress_level": 3})
+
+
+def _region_slices(heatmap: np.ndarray, threshold: float, min_voxels: int) -> list[int]:
+    """For each above-threshold region of a (H, W, D) heatmap, largest first, the slice (last axis) holding most of it."""
+    labels, sizes = above_threshold_regions(heatmap, threshold, min_voxels)
+    if sizes.size == 0:
+        return []
+    depth = heatmap.shape[-1]
+    index = labels.astype(np.int64) * depth + np.arange(depth)  # (region, slice) pairs, slices on the last axis
+    per_slice = np.bincount(index.reshape(-1), minlength=(sizes.size + 1) * depth).reshape(sizes.size + 1, depth)
+    return [int(np.argmax(per_slice[r])) for r in range(1, sizes.size + 1)]
 
 
 def render_review_sheet(
@@ -136,22 +288,39 @@ def render_review_sheet(
     threshold: float | None = None,
     dpi: int = 100,
     heatmap_label: str = "residual |x - G(E(x))|",
+    flagged: bool | None = None,
+    warning_lines: Sequence[str] = (),
+    footnote_lines: Sequence[str] = (),
+    slice_numbers: Sequence[int] | NdarrayOrTensor | None = None,
+    slice_score_label: str = "slice score",
+    overlay_threshold: float | None = None,
+    min_slice_distance: int | None = None,
+    min_region_voxels: int = 1,
 ) -> Path:
     """
-    Write a review sheet PNG of the ``num_slices`` most anomalous slices of one image.
+    Write a review sheet PNG of the most anomalous slices of one image.
 
-    Each row shows one slice (labelled "slice k (score s)", rows in increasing slice order) as three panels:
+    Slices are chosen by :py:func:`select_slices`, spread over the image: first the slice with the highest score,
+    then (with ``threshold``) the slice holding most of each region above the threshold, largest region first, then
+    the remaining slices by decreasing score, never two closer than ``min_slice_distance`` slices. Each row shows
+    one slice (labelled "slice n" and its score, ``slice_score_label``; rows in increasing slice number) as three
+    panels:
 
         - the image, in gray, windowed to its 1st-99th intensity percentiles;
         - the reconstruction G(E(x)), in gray with the same window, so that intensities compare directly;
-        - the image in gray with the residual heatmap overlaid (``"inferno"``, alpha 0.6), transparent where the
-          residual is below 5 % of ``heatmap_vmax`` so that the anatomy shows through. The colour scale is fixed to
+        - the image in gray with the heatmap overlaid (``"inferno"``, alpha 0.6) only where it reaches
+          ``overlay_threshold`` (by default the voxel ``threshold``; without one, half of ``heatmap_vmax``), so that
+          only meaningful deviations are tinted and the anatomy shows through elsewhere. The colour scale is fixed to
           [0, ``heatmap_vmax``], a value taken from healthy reference statistics and never from the image shown, so
-          that colours mean the same on every sheet. When ``threshold`` is given, the region where the residual
-          reaches it is outlined in cyan (and marked on the colorbar).
+          that colours mean the same on every sheet; the part of the colorbar below ``overlay_threshold`` is hatched.
+          When ``threshold`` is given, the region where the heatmap reaches it is outlined in cyan (and marked on the
+          colorbar).
 
-    The title and ``info_lines`` head the sheet; when the info reports "FLAGGED" (and not "NOT FLAGGED") the info is
-    drawn in red and the sheet framed in red, otherwise the info is drawn in green.
+    The title and ``info_lines`` head the sheet (the first info line in bold), then ``warning_lines`` in bold
+    orange on a yellow band. The first info line and the frame are red when the scan is ``flagged``, the first line
+    is green when it is not (when ``flagged`` is None, it is read from the info lines: "FLAGGED" but not "not
+    flagged"). The footer holds the colour legend, ``footnote_lines`` and the display convention. Long lines are
+    wrapped.
 
     Display convention: each (H, W) slice taken along ``slice_dim`` is shown as ``np.rot90(slice)`` (rotated 90
     degrees counter-clockwise, ``origin="upper"``), i.e. the second array axis runs upwards and the first from left
@@ -169,20 +338,31 @@ def render_review_sheet(
         slice_scores: one anomaly score per slice along ``slice_dim`` (length D); a single score for 2D images.
         output_path: the PNG file to write.
         title: headline of the sheet, e.g. the file name.
-        info_lines: lines shown below the title, e.g. the score, its healthy percentile and the decision.
+        info_lines: lines shown below the title, e.g. the decision, the score and its healthy percentile.
         heatmap_vmax: upper end of the heatmap colour scale (from healthy statistics), > 0.
         num_slices: number of rows (most anomalous slices); fewer when the image has fewer slices.
         slice_dim: spatial axis of the slices for 3D images (-1: last axis, axial for RAS); ignored for 2D images.
-        threshold: optional residual level outlined in cyan.
+        threshold: optional voxel threshold, outlined in cyan.
         dpi: resolution of the PNG.
         heatmap_label: label of the heatmap colorbar (what the heatmap holds).
+        flagged: whether the scan was flagged (red first line and frame), None to read it from ``info_lines``.
+        warning_lines: cautions drawn prominently below the info lines.
+        footnote_lines: explanations drawn in the footer, e.g. what the slice numbers and scores are.
+        slice_numbers: the number shown for each slice along ``slice_dim`` (length D), e.g. the input file's own
+            slice index (:py:func:`input_slice_numbers`); by default the array index.
+        slice_score_label: what ``slice_scores`` are, shown before each slice's score.
+        overlay_threshold: heatmap level from which voxels are coloured; default ``threshold``, else
+            ``FALLBACK_OVERLAY_FRACTION * heatmap_vmax``.
+        min_slice_distance: smallest index difference between two slices shown; default
+            ``max(1, D // (2 * num_slices))``, e.g. 6 for 48 slices and 4 rows.
+        min_region_voxels: above-threshold regions smaller than this get no row of their own.
 
     Returns:
         the path of the written PNG.
 
     Raises:
-        ValueError: when the shapes of image, reconstruction and heatmap differ, the number of slice scores does not
-            match the number of slices, or ``heatmap_vmax``/``num_slices``/``slice_dim`` are invalid.
+        ValueError: when the shapes of image, reconstruction and heatmap differ, the number of slice scores or slice
+            numbers does not match the number of slices, or ``heatmap_vmax``/``num_slices``/``slice_dim`` are invalid.
 
     Example::
 
@@ -191,10 +371,17 @@ def render_review_sheet(
         residual = np.abs(vol - recon)
         render_review_sheet(
             vol, recon, residual, residual.mean(axis=(0, 1)), "/tmp/case_01_review.png",
-            title="case_01.nii.gz", info_lines=["score 0.123  |  percentile 97.5 among healthy  |  FLAGGED"],
-            heatmap_vmax=0.2, threshold=0.1,
+            title="case_01.nii.gz", info_lines=["scan score 0.123 vs flag threshold 0.11 -> FLAGGED for review"],
+            heatmap_vmax=0.2, threshold=0.1, flagged=True,
         )
     """
+    # matplotlib is imported on first use, not with this module
+    colormaps, _ = optional_import("matplotlib", name="colormaps")
+    FigureCanvasAgg, _ = optional_import("matplotlib.backends.backend_agg", name="FigureCanvasAgg")
+    ScalarMappable, _ = optional_import("matplotlib.cm", name="ScalarMappable")
+    Normalize, _ = optional_import("matplotlib.colors", name="Normalize")
+    Figure, _ = optional_import("matplotlib.figure", name="Figure")
+    Rectangle, _ = optional_import("matplotlib.patches", name="Rectangle")
     img = _as_spatial(image, "image")
     rec = _as_spatial(reconstruction, "reconstruction")
     hm = _as_spatial(heatmap, "heatmap")
@@ -203,31 +390,89 @@ def render_review_sheet(
             "image, reconstruction and heatmap must have the same shape (after removing a leading singleton channel), "
             f"got {img.shape}, {rec.shape} and {hm.shape}."
         )
-    if not np.isfinite(heatmap_vmax) or heatmap_vmax <= 0:
+    if heatmap_vmax is None or not np.isfinite(heatmap_vmax) or heatmap_vmax <= 0:
         raise ValueError(f"heatmap_vmax must be a positive finite number, got {heatmap_vmax}.")
     if num_slices < 1:
         raise ValueError(f"num_slices must be at least 1, got {num_slices}.")
-    if img.ndim == 2:
+    is_2d = img.ndim == 2
+    if is_2d:
         img, rec, hm = img[..., None], rec[..., None], hm[..., None]
     else:
         if not -3 <= slice_dim < 3:
             raise ValueError(f"slice_dim must be in [-3, 2] for 3D images, got {slice_dim}.")
         img, rec, hm = (np.moveaxis(a, slice_dim, -1) for a in (img, rec, hm))
+    depth = img.shape[-1]
     scores = np.asarray(convert_to_numpy(slice_scores), dtype=np.float64).reshape(-1)
-    if scores.size != img.shape[-1]:
+    if scores.size != depth:
         raise ValueError(
-            f"slice_scores has {scores.size} values but the image has {img.shape[-1]} slice(s) along slice_dim "
+            f"slice_scores has {scores.size} values but the image has {depth} slice(s) along slice_dim "
             f"(shape {img.shape} with slices last)."
         )
-    rows = select_slices(scores, num_slices)
-    flagged = _is_flagged_text(info_lines)
+    numbers = np.arange(depth) if slice_numbers is None else np.asarray(convert_to_numpy(slice_numbers)).reshape(-1)
+    if numbers.size != depth:
+        raise ValueError(f"slice_numbers has {numbers.size} values but the image has {depth} slice(s).")
+    if min_slice_distance is None:
+        min_slice_distance = max(1, depth // (2 * num_slices))
+    ranked = np.where(np.isnan(scores), -np.inf, scores)
+    priority = [int(np.argmax(ranked))] if np.isfinite(ranked).any() else []
+    if threshold is not None:
+        priority += _region_slices(hm, threshold, min_region_voxels)
+    rows = select_slices(scores, num_slices, min_distance=max(1, int(min_slice_distance)), priority=priority)
+    rows = sorted(rows, key=lambda k: (int(numbers[k]), k))
+    if flagged is None:
+        flagged = _is_flagged_text(info_lines)
+    floor = float(overlay_threshold) if overlay_threshold is not None else None
+    if floor is None:
+        floor = float(threshold) if threshold is not None else FALLBACK_OVERLAY_FRACTION * float(heatmap_vmax)
 
-    # layout in inches: header (title, info, column titles), rows of square panels, footer (legend, orientation)
-    panel, gap, left, cbar_gap, cbar_w, cbar_pad = 2.1, 0.1, 0.5, 0.15, 0.18, 0.85
-    header = 0.55 + 0.3 * len(info_lines) + 0.3
-    footer = 0.85
+    # footer text: colour legend, caller's notes, display convention
+    if threshold is not None and np.isclose(floor, threshold):
+        coloured = f"Coloured: heatmap \u2265 {_fmt(floor)} (the voxel threshold, outlined in cyan)."
+    elif threshold is not None:
+        coloured = (
+            f"Coloured: heatmap \u2265 {_fmt(floor)} ({floor / threshold:.2g} \u00d7 the voxel threshold); "
+            f"cyan outline: heatmap \u2265 the voxel threshold {_fmt(threshold)}."
+        )
+    elif overlay_threshold is None:
+        coloured = (
+            f"Coloured: heatmap \u2265 {_fmt(floor)} ({FALLBACK_OVERLAY_FRACTION:.0%} of the colour scale; "
+            "no voxel threshold given)."
+        )
+    else:
+        coloured = f"Coloured: heatmap \u2265 {_fmt(floor)}."
+    legend = (
+        f"{coloured} Colour scale fixed to [0, {_fmt(heatmap_vmax)}] from healthy reference scans "
+        "(hatched on the bar: not coloured)."
+    )
+    orientation = (
+        "Slices shown rotated (np.rot90); for RAS volumes: anterior/superior at top, "
+        "patient's LEFT on screen left (neurological convention)."
+    )
+
+    # layout in inches: header (title, info, warnings, column titles), rows of square panels, footer
+    panel, gap, left, cbar_gap, cbar_w, cbar_pad = 2.1, 0.1, 0.62, 0.15, 0.18, 0.85
     width = left + 3 * panel + 2 * gap + cbar_gap + cbar_w + cbar_pad
-    height = header + len(rows) * panel + (len(rows) - 1) * gap + footer
+    text_width = width - 0.4
+    # (text, fontsize, weight, colour) of every header line after wrapping
+    decision_color = "#c00000" if flagged else "#1a7f37"
+    header_lines: list[tuple[str, float, str, str]] = []
+    for i, line in enumerate(info_lines):
+        size, weight, color = (12.0, "bold", decision_color) if i == 0 else (10.5, "normal", "#222222")
+        header_lines += [(t, size, weight, color) for t in _wrap(line, text_width, size, weight == "bold")]
+    warning_wrapped = [
+        (t, 10.5, "bold", "#a04000")
+        for line in warning_lines
+        for t in _wrap("\u26a0 " + line, text_width - 0.2, 10.5, bold=True)
+    ]
+    footer_wrapped = [t for line in (legend, *footnote_lines, orientation) for t in _wrap(line, text_width, 8.0)]
+    line_h = 1.45 / 72.0
+    title_h = 0.5
+    info_h = sum(size * line_h for _, size, _, _ in header_lines)
+    warn_h = sum(size * line_h for _, size, _, _ in warning_wrapped) + (0.16 if warning_wrapped else 0.0)
+    header = title_h + info_h + warn_h + 0.42
+    footer = 0.2 + len(footer_wrapped) * 8.0 * line_h + 0.1
+    rows_height = len(rows) * panel + (len(rows) - 1) * gap
+    height = header + rows_height + footer
     fig = Figure(figsize=(width, height), dpi=dpi, facecolor="white")
     FigureCanvasAgg(fig)
 
@@ -236,27 +481,37 @@ def render_review_sheet(
         return [x0 / width, 1.0 - (y_top + h) / height, w / width, h / height]
 
     headlines = [fig.text(0.5, 1.0 - 0.12 / height, title, ha="center", va="top", fontsize=14, fontweight="bold")]
-    info_color = "#c00000" if flagged else "#1a7f37"
-    for i, line in enumerate(info_lines):
+    y = title_h
+    for text, size, weight, color in header_lines:
         headlines.append(
-            fig.text(
-                0.5,
-                1.0 - (0.55 + 0.3 * i) / height,
-                line,
-                ha="center",
-                va="top",
-                fontsize=12 if flagged else 11,
-                fontweight="bold",
-                color=info_color,
-            )
+            fig.text(0.5, 1.0 - y / height, text, ha="center", va="top", fontsize=size, fontweight=weight, color=color)
         )
+        y += size * line_h
+    if warning_wrapped:
+        y += 0.06
+        band = Rectangle(
+            (0.1 / width, 1.0 - (y + warn_h - 0.12) / height),
+            (width - 0.2) / width,
+            (warn_h - 0.1) / height,
+            transform=fig.transFigure,
+            facecolor="#fff3cd",
+            edgecolor="#a04000",
+            linewidth=1.0,
+        )
+        fig.patches.append(band)
+        for text, size, weight, color in warning_wrapped:
+            headlines.append(
+                fig.text(
+                    0.5, 1.0 - y / height, text, ha="center", va="top", fontsize=size, fontweight=weight, color=color
+                )
+            )
+            y += size * line_h
     _shrink_to_width(fig, headlines, max_width=width - 0.3)
 
     lo, hi = _intensity_window(img)
     cmap = colormaps["inferno"]
     norm = Normalize(vmin=0.0, vmax=float(heatmap_vmax))
-    floor = 0.05 * float(heatmap_vmax)
-    column_titles = ("image", "reconstruction G(E(x))", "residual over image")
+    column_titles = ("image", "reconstruction G(E(x))", "heatmap over image")
     for r, k in enumerate(rows):
         y = header + r * (panel + gap)
         sl_img, sl_rec, sl_hm = (np.rot90(a[..., k]) for a in (img, rec, hm))
@@ -277,29 +532,31 @@ def render_review_sheet(
         for ax in axes:
             ax.set_xlim(-0.5, w - 0.5)
             ax.set_ylim(h - 0.5, -0.5)
-        axes[0].set_ylabel(f"slice {k} (score {_fmt(scores[k])})", fontsize=10)
+        if not is_2d:
+            score = "n/a" if not np.isfinite(scores[k]) else _fmt(scores[k])
+            axes[0].set_ylabel(f"slice {int(numbers[k])}\n{slice_score_label} {score}", fontsize=10)
 
-    rows_height = len(rows) * panel + (len(rows) - 1) * gap
     cax = fig.add_axes(box(left + 3 * panel + 2 * gap + cbar_gap, header, cbar_w, rows_height))
     cbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax, extend="max")
     cbar.set_label(heatmap_label, fontsize=10)
+    if floor > 0:
+        cax.axhspan(0.0, min(floor, heatmap_vmax), facecolor="white", alpha=0.75, hatch="//", edgecolor="#888888")
     if threshold is not None and 0.0 <= threshold <= heatmap_vmax:
         cax.axhline(threshold, color="cyan", linewidth=2.0)
 
-    legend = (
-        f"Colour scale fixed to [0, {_fmt(heatmap_vmax)}] from healthy reference scans; "
-        f"residuals below {_fmt(floor)} (5 %) not coloured."
-    )
-    if threshold is not None:
-        legend += f" Cyan outline: residual \u2265 {_fmt(threshold)}."
-    orientation = (
-        "Slices shown rotated (np.rot90); for RAS volumes: anterior/superior at top, "
-        "patient's LEFT on screen left (neurological convention)."
-    )
-    footnotes = [
-        fig.text(0.5, 0.42 / height, legend, ha="center", va="bottom", fontsize=8, color="#333333"),
-        fig.text(0.5, 0.15 / height, orientation, ha="center", va="bottom", fontsize=8, color="#333333"),
-    ]
+    footnotes = []
+    for i, text in enumerate(footer_wrapped):
+        footnotes.append(
+            fig.text(
+                0.5,
+                (0.15 + (len(footer_wrapped) - 1 - i) * 8.0 * line_h) / height,
+                text,
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                color="#333333",
+            )
+        )
     _shrink_to_width(fig, footnotes, max_width=width - 0.3)
     if flagged:
         fig.patches.append(
@@ -316,35 +573,71 @@ def _to_float(value: Any) -> float:
     return float(np.asarray(convert_to_numpy(value), dtype=np.float64).reshape(-1)[0])
 
 
+def _scoring_record(calibration: Any) -> Mapping[str, Any]:
+    """The scoring settings a calibration records, as a mapping (empty when unknown)."""
+    record = getattr(calibration, "scoring", None)
+    if record is None:
+        return {}
+    if isinstance(record, Mapping):
+        return record
+    to_dict = getattr(record, "to_dict", None)
+    return to_dict() if callable(to_dict) else {}
+
+
 class ReviewSheetd(MapTransform):
     """
     Dictionary transform writing a review sheet PNG (see :py:func:`render_review_sheet`) for one item of the
-    inference post-processing (not a batch).
+    inference post-processing (not a batch), on the model grid (before ``Invertd``).
 
     Reads the channel-first image ``d[image_key]`` (first channel shown) and the scorer maps ``d[pred_key]`` of
-    :py:class:`monai_bigan.inferers.AnomalyScorer` (channel 0: residual heatmap, 1: reconstruction, 2: discriminator
-    term), ranks the slices along ``slice_dim`` by their mean residual and writes
-    ``<output_dir>/<stem>_<postfix>.png``. The stem is the input file name without ``.nii.gz``/``.nii``/``.png``/
-    ``.dcm`` (and a few other image extensions), from ``d[image_key].meta["filename_or_obj"]`` (for a DICOM series,
-    the folder name), else ``d["filename"]``, else ``"image"``. The info line reports ``score``, ``percentile`` and
-    ``flagged`` when present. The path of the sheet is stored as a string under ``d["review_sheet"]``.
+    :py:class:`monai_bigan.inferers.AnomalyScorer` (channel 0: heatmap, 1: reconstruction, 2: discriminator term)
+    and writes ``<output_dir>/<stem>_<postfix>.png``. The stem is the input file name without
+    ``.nii.gz``/``.nii``/``.png``/``.dcm`` (and a few other image extensions), from
+    ``d[image_key].meta["filename_or_obj"]`` (for a DICOM series, the folder name), else ``d["filename"]``, else
+    ``"image"``. The path of the sheet is stored as a string under ``d["review_sheet"]``.
+
+    What the sheet shows:
+
+        - the decision: "scan score S vs flag threshold T (how T was chosen) -> FLAGGED for review / not flagged";
+        - the healthy percentile with the size of the calibration set ("percentile 83 of 6 healthy validation
+          scans"), and a warning when fewer than ``min_healthy_scans`` healthy scans back it;
+        - how many voxels reach the voxel threshold, in how many connected regions; for a scan that is not flagged
+          although it has such regions, a warning to review the outlined regions;
+        - rows of slices spread over the most abnormal regions (the top slice, the top slice of each
+          above-threshold region, then the next best slices, at least ``min_slice_distance`` apart), each labelled
+          with the input file's own slice number (:py:func:`input_slice_numbers`, the numbering of ``worst_slice`` in
+          ``scores.csv``) and its slice score. Slice scores are read from ``d[slice_score_key]`` (the ``slice_map``
+          of :py:class:`monai_bigan.transforms.AnomalyScored`: the scan score's formula on each slice) when present,
+          else they are the slices' mean heatmap; slices with less than ``min_foreground`` anatomy are not chosen.
+        - the heatmap coloured only from ``overlay_fraction`` x the voxel threshold.
 
     Args:
         output_dir: folder of the sheets (created when needed).
         image_key: key of the channel-first input image, (C, H, W[, D]).
         pred_key: key of the channel-first scorer maps, (3, H, W[, D]).
         heatmap_vmax: upper end of the heatmap colour scale, from healthy statistics (e.g. ``ScoreCalibration``).
-        threshold: optional residual level outlined in cyan (e.g. the calibration's ``voxel_threshold``).
+        threshold: optional voxel threshold, outlined in cyan (e.g. the calibration's ``voxel_threshold``).
         num_slices: number of slices shown.
         slice_dim: spatial axis of the slices of (C, H, W, D) arrays, counted without the channel (2: last axis,
             axial for RAS); ignored for 2D images.
         postfix: appended to the stem of the output file name.
-        score_keys: keys of the volume score, its healthy percentile and the flagged decision.
+        score_keys: keys of the scan score, its healthy percentile and the flagged decision.
         allow_missing_keys: don't raise (and write nothing) when the image or the maps are missing.
-        score_threshold: optional scan-level threshold, quoted next to the flagged decision.
+        score_threshold: optional scan-level flag threshold, quoted next to the decision (else ``d["threshold"]``).
         foreground_threshold: image intensity (scaled to [-1, 1]) above which a voxel is anatomy.
         min_foreground: slices with a smaller foreground fraction are never chosen as the most anomalous.
         heatmap_label: colorbar label, e.g. ``"normalized residual (healthy z)"`` for normalized heatmaps.
+        calibration: a :py:class:`monai_bigan.utils.ScoreCalibration`; when given, ``heatmap_vmax``, ``threshold``
+            and ``score_threshold`` are taken from it (colour scale, voxel threshold and flag threshold, where it has
+            them), and the sheet explains the threshold and the percentile with the size of the healthy set.
+        threshold_mode: which flag threshold of ``calibration`` to quote, ``"fpr"`` or ``"f1"``.
+        overlay_fraction: voxels are coloured from ``overlay_fraction * threshold`` (1: only voxels at or above the
+            voxel threshold); without a threshold, from ``FALLBACK_OVERLAY_FRACTION * heatmap_vmax``.
+        min_slice_distance: smallest distance, in model-grid slices, between two slices shown (default: the number
+            of slices divided by ``2 * num_slices``).
+        min_region_voxels: above-threshold regions with fewer voxels are not counted nor given a row.
+        min_healthy_scans: percentiles resting on fewer healthy validation scans are marked coarse.
+        slice_score_key: key of the per-slice score map (``"slice_map"``), None to use the mean heatmap.
 
     Example::
 
@@ -377,6 +670,13 @@ class ReviewSheetd(MapTransform):
         foreground_threshold: float = -0.9,
         min_foreground: float = 0.05,
         heatmap_label: str = "residual |x - G(E(x))|",
+        calibration: Any = None,
+        threshold_mode: str = "fpr",
+        overlay_fraction: float = 1.0,
+        min_slice_distance: int | None = None,
+        min_region_voxels: int = 1,
+        min_healthy_scans: int = 20,
+        slice_score_key: str | None = "slice_map",
     ) -> None:
         super().__init__([image_key, pred_key], allow_missing_keys)
         self.heatmap_label = heatmap_label
@@ -384,6 +684,10 @@ class ReviewSheetd(MapTransform):
             raise ValueError(f"score_keys must name the score, percentile and flagged keys, got {score_keys}.")
         if num_slices < 1:
             raise ValueError(f"num_slices must be at least 1, got {num_slices}.")
+        if not overlay_fraction > 0:
+            raise ValueError(f"overlay_fraction must be positive, got {overlay_fraction}.")
+        if threshold_mode not in ("fpr", "f1"):
+            raise ValueError(f"threshold_mode must be 'fpr' or 'f1', got {threshold_mode!r}.")
         self.output_dir = Path(output_dir)
         self.image_key = image_key
         self.pred_key = pred_key
@@ -396,6 +700,19 @@ class ReviewSheetd(MapTransform):
         self.score_threshold = score_threshold
         self.foreground_threshold = foreground_threshold
         self.min_foreground = min_foreground
+        self.calibration = calibration
+        self.threshold_mode = threshold_mode
+        self.overlay_fraction = float(overlay_fraction)
+        self.min_slice_distance = min_slice_distance
+        self.min_region_voxels = int(min_region_voxels)
+        self.min_healthy_scans = int(min_healthy_scans)
+        self.slice_score_key = slice_score_key
+        if calibration is not None:
+            if calibration.heatmap_vmax is not None:
+                self.heatmap_vmax = calibration.heatmap_vmax
+            if calibration.voxel_threshold is not None:
+                self.threshold = calibration.voxel_threshold
+            self.score_threshold = calibration.flag_threshold(threshold_mode)
 
     def source_name(self, d: Mapping[Hashable, Any]) -> str:
         """The input file (or DICOM folder) name of the item, or ``""`` when unknown."""
@@ -414,18 +731,166 @@ class ReviewSheetd(MapTransform):
                 return name[: -len(ext)]
         return name or "image"
 
+    @property
+    def num_healthy(self) -> int | None:
+        """Number of healthy validation scans behind the percentiles (None without a calibration)."""
+        if self.calibration is None:
+            return None
+        return len(self.calibration.healthy_scores)
+
+    def _flag_threshold(self, d: Mapping[Hashable, Any]) -> float | None:
+        if self.score_threshold is not None:
+            return float(self.score_threshold)
+        return _to_float(d["threshold"]) if d.get("threshold") is not None else None
+
+    def threshold_description(self) -> str:
+        """How the flag threshold was chosen, e.g. "the healthy validation scans' 95th percentile, target FPR 5 %"."""
+        cal = self.calibration
+        if cal is None:
+            return ""
+        if self.threshold_mode == "f1":
+            return (
+                f"the F1-optimal threshold on the validation scans: {self.num_healthy} healthy, "
+                f"{cal.num_anomalous} labelled anomalous"
+            )
+        fpr = 100.0 * float(cal.target_fpr)
+        return f"the healthy validation scans' {100.0 - fpr:g}th percentile, target FPR {fpr:g} %"
+
+    def _regions(self, d: Mapping[Hashable, Any]) -> np.ndarray | None:
+        """Voxel counts of the regions at or above the voxel threshold on the model grid, None without a threshold."""
+        if self.threshold is None or self.pred_key not in d:
+            return None
+        heatmap = np.asarray(convert_to_numpy(d[self.pred_key]), dtype=np.float32)[0]
+        return above_threshold_regions(heatmap, float(self.threshold), self.min_region_voxels)[1]
+
+    def _regions_text(self, d: Mapping[Hashable, Any], sizes: np.ndarray) -> str:
+        """E.g. "1315 voxels (15 mL) above the voxel threshold 1.24 in 95 regions (largest 160, 121, 5 voxels)"."""
+        text = f"{self._voxel_text(d, int(sizes.sum()))} above the voxel threshold {_fmt(self.threshold)} in "
+        text += _plural(int(sizes.size), "region")  # type: ignore[arg-type]
+        if sizes.size > 1:
+            text += f" (largest {', '.join(str(int(s)) for s in sizes[:3])} voxels)"
+        return text
+
+    def _voxel_ml(self, d: Mapping[Hashable, Any]) -> float | None:
+        """Volume of one model-grid voxel in mL, when the image has an affine."""
+        image = d.get(self.image_key)
+        affine = getattr(image, "affine", None)
+        meta = getattr(image, "meta", None)
+        # a default (identity) affine says nothing about the voxel size: only trust a loaded file's geometry
+        if affine is None or not isinstance(meta, Mapping) or meta.get("original_affine") is None:
+            return None
+        a = np.asarray(convert_to_numpy(affine), dtype=np.float64)
+        if a.shape != (4, 4):
+            return None
+        return abs(float(np.linalg.det(a[:3, :3]))) / 1000.0
+
+    def _flagged(self, d: Mapping[Hashable, Any]) -> bool | None:
+        flagged_key = self.score_keys[2]
+        return None if d.get(flagged_key) is None else bool(_to_float(d[flagged_key]))
+
     def info_lines(self, d: Mapping[Hashable, Any]) -> list[str]:
-        """The line summarizing score, healthy percentile and decision."""
-        score_key, percentile_key, flagged_key = self.score_keys
+        """
+        The header lines: the decision ("scan score S vs flag threshold T (how T was chosen) -> FLAGGED for review"
+        or "-> not flagged"), the healthy percentile with the size of the calibration set, and the voxels above the
+        voxel threshold (for a scan that is not flagged although it has such voxels, see :py:meth:`warning_lines`).
+        """
+        score_key, percentile_key, _ = self.score_keys
+        lines = []
+        score = _to_float(d[score_key]) if d.get(score_key) is not None else None
+        flagged = self._flagged(d)
+        threshold = self._flag_threshold(d)
         parts = []
-        if d.get(score_key) is not None:
-            parts.append(f"score {_fmt(_to_float(d[score_key]))}")
+        if score is not None:
+            parts.append(f"scan score {_fmt(score)}")
+        if threshold is not None and (score is not None or flagged is not None):
+            how = self.threshold_description()
+            parts.append(f"vs flag threshold {_fmt(threshold)}" + (f" ({how})" if how else ""))
+        line = " ".join(parts)
+        if flagged is not None:
+            decision = "FLAGGED for review" if flagged else "not flagged"
+            line = f"{line} -> {decision}" if line else decision
+        if line:
+            lines.append(line)
         if d.get(percentile_key) is not None:
-            parts.append(f"percentile {_to_float(d[percentile_key]):.1f} among healthy")
-        if d.get(flagged_key) is not None:
-            suffix = "" if self.score_threshold is None else f" (threshold {_fmt(self.score_threshold)})"
-            parts.append(("FLAGGED for review" if _to_float(d[flagged_key]) else "not flagged") + suffix)
-        return ["  |  ".join(parts)] if parts else []
+            percentile = _to_float(d[percentile_key])
+            n = self.num_healthy
+            if n:
+                below = int(round(percentile * n / 100.0))
+                lines.append(
+                    f"percentile {percentile:.{0 if n < 200 else 1}f} of {n} healthy validation scans "
+                    f"(scores at or above {below} of the {n})"
+                )
+            else:
+                lines.append(f"percentile {percentile:.1f} among healthy validation scans")
+        sizes = self._regions(d)
+        if sizes is not None and not (sizes.size and flagged is False):
+            if sizes.size:
+                lines.append(f"{self._regions_text(d, sizes)}, outlined in cyan")
+            else:
+                lines.append(f"no voxel above the voxel threshold {_fmt(self.threshold)}")  # type: ignore[arg-type]
+        return lines
+
+    def _voxel_text(self, d: Mapping[Hashable, Any], voxels: int) -> str:
+        ml = self._voxel_ml(d)
+        text = _plural(voxels, "voxel")
+        return text if ml is None else f"{text} ({voxels * ml:.2g} mL)"
+
+    def warning_lines(self, d: Mapping[Hashable, Any]) -> list[str]:
+        """
+        Cautions drawn prominently: percentiles resting on fewer than ``min_healthy_scans`` healthy scans, and a scan
+        that is not flagged although voxels reach the voxel threshold.
+        """
+        lines = []
+        n = self.num_healthy
+        if n is not None and 0 < n < self.min_healthy_scans:
+            line = f"percentiles from only {n} healthy scans: coarse (steps of {100.0 / n:.3g} points)"
+            healthy = np.asarray(self.calibration.healthy_scores, dtype=np.float64)
+            threshold = self._flag_threshold(d)
+            if self.threshold_mode == "fpr" and threshold is not None and threshold >= healthy.max():
+                line += f"; the flag threshold is the highest of the {n} healthy scores"
+            lines.append(line)
+        sizes = self._regions(d)
+        if sizes is not None and sizes.size and self._flagged(d) is False:
+            score_key = self.score_keys[0]
+            threshold = self._flag_threshold(d)
+            relation = "below"
+            if d.get(score_key) is not None and threshold is not None and _to_float(d[score_key]) >= threshold:
+                relation = "not above"
+            lines.append(
+                f"{self._regions_text(d, sizes)}, but the scan score is {relation} the flag threshold: "
+                "review the outlined regions"
+            )
+        return lines
+
+    def _slice_scores(self, d: Mapping[Hashable, Any], heatmap: np.ndarray, slice_dim: int) -> tuple[np.ndarray, bool]:
+        """Per-slice scores along ``slice_dim`` and whether they came from the slice score map."""
+        other = tuple(i for i in range(3) if i != slice_dim)
+        key = self.slice_score_key
+        if key is not None and d.get(key) is not None:
+            smap = np.asarray(convert_to_numpy(d[key]), dtype=np.float64)
+            if smap.ndim == 4 and smap.shape[0] == 1:
+                smap = smap[0]
+            # usable when it holds one value per slice along slice_dim
+            if smap.shape == heatmap.shape and np.allclose(smap.max(axis=other), smap.min(axis=other)):
+                return smap.mean(axis=other), True
+        return heatmap.astype(np.float64).mean(axis=other), False
+
+    def _scan_score_rule(self, d: Mapping[Hashable, Any], slice_scores: np.ndarray) -> str:
+        """How the scan score relates to the slice scores, checked against the item's score where possible."""
+        record = _scoring_record(self.calibration)
+        score_key = self.score_keys[0]
+        top_k = record.get("top_k_slices")
+        if top_k and d.get(score_key) is not None and record.get("score_top_fraction") is None:
+            finite = np.sort(slice_scores[np.isfinite(slice_scores)])[::-1]
+            k = min(int(top_k), finite.size)
+            if k and np.isclose(finite[:k].mean(), _to_float(d[score_key]), rtol=1e-3, atol=1e-6):
+                return f"the scan score is the mean of the {k} highest slice scores"
+        if record.get("score_top_fraction"):
+            return (
+                f"the scan score uses the highest {100.0 * float(record['score_top_fraction']):g} % of the "
+                "heatmap's foreground voxels"
+            )
+        return "the scan score is computed over the whole scan"
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -434,27 +899,60 @@ class ReviewSheetd(MapTransform):
                 return d
             missing = [k for k in (self.image_key, self.pred_key) if k not in d]
             raise KeyError(f"ReviewSheetd: key(s) {missing} not found in the data dictionary.")
-        maps = torch.as_tensor(convert_to_numpy(d[self.pred_key]), dtype=torch.float32)
+        maps = np.asarray(convert_to_numpy(d[self.pred_key]), dtype=np.float32)
         if maps.ndim not in (3, 4) or maps.shape[0] < 2:
             raise ValueError(f"expected channel-first scorer maps (3, H, W[, D]), got shape {tuple(maps.shape)}.")
         heatmap, reconstruction = maps[0], maps[1]
         image = np.asarray(convert_to_numpy(d[self.image_key]), dtype=np.float32)
         if image.ndim == heatmap.ndim + 1:
             image = image[0]
+        footnotes = []
+        numbers = None
+        if self.calibration is not None and self.threshold is not None:
+            voxel_fpr = getattr(self.calibration, "voxel_fpr", None)
+            if voxel_fpr is not None and self.calibration.voxel_threshold is not None:
+                expected = float(voxel_fpr) * float((image > self.foreground_threshold).sum())
+                footnotes.append(
+                    f"Voxel threshold {_fmt(self.threshold)}: the {100.0 * (1.0 - float(voxel_fpr)):g}th percentile "
+                    "of the healthy validation scans' foreground heatmap voxels, which about "
+                    f"{100.0 * float(voxel_fpr):g} % of a healthy scan's foreground reaches (here about "
+                    f"{expected:.0f} voxels)."
+                )
         if heatmap.ndim == 2:
-            slice_scores = heatmap.mean().reshape(1)
+            slice_scores = np.array([heatmap.mean()], dtype=np.float64)
             slice_dim = -1
         else:
             if not -3 <= self.slice_dim < 3:
                 raise ValueError(f"slice_dim must be in [-3, 2] for 3D images, got {self.slice_dim}.")
             slice_dim = self.slice_dim % 3
             other = tuple(i for i in range(3) if i != slice_dim)
-            slice_scores = heatmap.mean(dim=other)
+            slice_scores, from_map = self._slice_scores(d, heatmap, slice_dim)
             # like AnomalyScored: the near-empty ends of a volume are never shown as "most anomalous"
-            foreground = (torch.as_tensor(image) > self.foreground_threshold).float().mean(dim=other)
+            foreground = (image > self.foreground_threshold).mean(axis=other)
             if bool((foreground >= self.min_foreground).any()):
-                slice_scores = torch.where(foreground >= self.min_foreground, slice_scores, float("nan"))
+                slice_scores = np.where(foreground >= self.min_foreground, slice_scores, np.nan)
+            if from_map:
+                footnotes.append(
+                    "Slice score: the anomaly score of that slice alone (on the model grid), used to choose the "
+                    f"slices shown; {self._scan_score_rule(d, slice_scores)}; only the scan score decides the flag."
+                )
+            else:
+                footnotes.append(
+                    "Slice score: the mean heatmap value of that slice (on the model grid), used to choose the slices "
+                    "shown; it is not the scan score, which alone decides the flag."
+                )
+            located = input_slice_numbers(d[self.image_key], slice_dim)
+            if located is not None:
+                numbers = located.numbers
+                towards = f", increasing towards {located.direction}" if located.direction else ""
+                footnotes.append(
+                    f"Slice numbers: the input file's own 0-based index along its array axis {located.axis}{towards}, "
+                    "as worst_slice in scores.csv."
+                )
+            else:
+                footnotes.append("Slice numbers: index on the model grid (the input's own numbering is not recorded).")
         name = self.source_name(d)
+        overlay = None if self.threshold is None else self.overlay_fraction * float(self.threshold)
         path = render_review_sheet(
             image,
             reconstruction,
@@ -468,6 +966,13 @@ class ReviewSheetd(MapTransform):
             slice_dim=slice_dim,
             threshold=self.threshold,
             heatmap_label=self.heatmap_label,
+            flagged=self._flagged(d),
+            warning_lines=self.warning_lines(d),
+            footnote_lines=footnotes,
+            slice_numbers=numbers,
+            overlay_threshold=overlay,
+            min_slice_distance=self.min_slice_distance,
+            min_region_voxels=self.min_region_voxels,
         )
         d["review_sheet"] = str(path)
         return d

@@ -14,3 +14,4 @@ from __future__ import annotations
 
 from .evaluation import BaselineEvaluation, compute_metrics, output_stem
 from .recalibration import Recalibration
+from .training import TrainingRun

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from ignite.engine import Engine
 
+from monai_bigan.bundle import ScoringSettings, load_trained_model
+from monai_bigan.handlers.progress import TrainingProgress
 from monai_bigan.inferers import ResidualStatistics
 from monai_bigan.io.atomic import atomic_path
-from monai_bigan.utils.checkpoint import load_checkpoint, scoring_network_key
+from monai_bigan.utils.checkpoint import load_checkpoint
 
 __all__ = ["Recalibration"]
 
@@ -52,7 +55,10 @@ class Recalibration:
         network: the scoring network: the checkpoint's ``"ema_network"`` entry is loaded into it, or ``"network"``
             for a model trained without EMA.
         statistics: the statistics the evaluator's handler refits, or None for a model without heatmap normalization.
+        scoring: the test-time scoring settings (for the messages; the evaluator's handlers record them).
         enabled: False makes :py:meth:`run` do nothing (e.g. on all but one process of a distributed run).
+        progress: show a progress bar (with an ETA) over the evaluator's pass, see
+            :py:class:`monai_bigan.handlers.TrainingProgress`.
 
     Example::
 
@@ -66,26 +72,36 @@ class Recalibration:
         checkpoint_file: str | os.PathLike,
         network: torch.nn.Module,
         statistics: ResidualStatistics | None = None,
+        scoring: ScoringSettings | None = None,
         enabled: bool = True,
+        progress: bool = True,
     ) -> None:
         self.evaluator = evaluator
         self.checkpoint_file = Path(checkpoint_file)
         self.network = network
         self.statistics = statistics
+        self.scoring = ScoringSettings() if scoring is None else scoring
         self.enabled = enabled
+        self.progress = progress
+        self._progress_attached = False
 
     def run(self) -> Path | None:
         """Load, refit and save; returns the checkpoint path, or None when disabled."""
         if not self.enabled:
             return None
-        checkpoint = load_checkpoint(self.checkpoint_file, map_location="cpu")
-        key = scoring_network_key(checkpoint)
-        if key not in checkpoint:
-            raise KeyError(f"{self.checkpoint_file}: no {key!r} entry to score with (it holds {sorted(checkpoint)}).")
-        self.network.load_state_dict(checkpoint[key])
-        logger.info("Recalibrating %s with the test-time scorer (%s weights).", self.checkpoint_file, key)
+        # only the weights: the statistics and the calibration are what this refits
+        model = load_trained_model(self.checkpoint_file, self.network, replace(self.scoring, heatmap_normalize=False))
+        logger.info(
+            "Recalibrating %s with the test-time scorer (%s weights).", self.checkpoint_file, model.checkpoint_key
+        )
+        if self.progress and not self._progress_attached:
+            loader = getattr(self.evaluator, "data_loader", None)
+            unit = "scan" if getattr(loader, "batch_size", None) == 1 else "batch"
+            TrainingProgress(desc="recalibration", unit=unit).attach(self.evaluator)
+            self._progress_attached = True
         self.evaluator.run()
         if self.statistics is not None:
+            checkpoint = load_checkpoint(self.checkpoint_file, map_location="cpu")
             checkpoint["residual_statistics"] = {k: v.cpu() for k, v in self.statistics.state_dict().items()}
             with atomic_path(self.checkpoint_file, suffix=".tmp") as tmp:
                 torch.save(checkpoint, tmp)

@@ -19,7 +19,7 @@ from monai.data import DataLoader, Dataset
 from monai.inferers import SimpleInferer, SliceInferer
 
 from monai_bigan.baselines import ZScoreBaseline
-from monai_bigan.baselines.zscore import _iter_images
+from monai_bigan.inferers.voxel_statistics import iter_images
 
 
 def _pattern(spatial: tuple[int, ...]) -> torch.Tensor:
@@ -166,7 +166,7 @@ def test_fit_from_dataloader_of_dicts_and_other_sources():
     torch.testing.assert_close(ZScoreBaseline().fit(Dataset(items)).std, reference.std)
     torch.testing.assert_close(ZScoreBaseline().fit([v.numpy() for v in train]).std, reference.std)
     torch.testing.assert_close(ZScoreBaseline().fit([train[:4], train[4:]], batched=True).std, reference.std)
-    shapes = [tuple(t.shape) for t in _iter_images(loader)]
+    shapes = [tuple(t.shape) for t in iter_images(loader)]
     assert shapes == [(1,) + spatial] * 7
 
 

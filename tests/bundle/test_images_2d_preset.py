@@ -14,7 +14,7 @@ from tests.conftest import REPO_ROOT
 
 BUNDLE = REPO_ROOT / "bundles" / "bigan"
 PRESET = str(REPO_ROOT / "configs" / "images_2d.json")
-TINY = {"channels": [4, 8], "strides": [2, 2], "image_size": [16, 16], "resize_to": [16, 16], "latent_size": 8}
+TINY = {"channels": [4, 8], "strides": [2, 2], "image_size": [16, 16], "latent_size": 8}
 
 
 def test_png_images_train_and_score(tmp_path):

@@ -66,12 +66,13 @@ def test_test_time_switches_change_the_scores(normalized_bundle, tiny_dataset, t
 
 
 def test_polarity_reaches_the_statistics_and_the_zscore_baseline():
-    for config in ("train.json", "inference.json", "evaluate.json"):
+    bundle = REPO_ROOT / "bundles" / "bigan"
+    for configs in (["train.json"], ["inference.json"], ["inference.json", "evaluate.json"]):
         parser = ConfigParser()
-        parser.read_config(str(REPO_ROOT / "bundles" / "bigan" / config))
+        parser.read_config([str(bundle / config) for config in configs])
         parser["heatmap_polarity"] = "negative"
-        assert parser.get_parsed_content("residual_statistics").mode == "negative", config
-        if config == "evaluate.json":
+        assert parser.get_parsed_content("residual_statistics").mode == "negative", configs
+        if "evaluate.json" in configs:
             assert parser.get_parsed_content("zscore#baseline").mode == "negative"
 
 
@@ -171,8 +172,10 @@ def test_only_the_recalibration_scorer_refines_and_the_2d_image_preset_does():
         assert parser.get_parsed_content("validate#scorer", lazy=True).refine_steps == 0  # costly at every epoch
         assert parser.get_parsed_content("calibrate#scorer", lazy=True).refine_steps == steps
         # and each calibration records the scorer it was fitted with
-        assert parser.get_parsed_content("validation_scoring")["refine_steps"] == 0
-        assert parser.get_parsed_content("scoring")["refine_steps"] == steps
+        assert parser.get_parsed_content("validation_scoring").refine_steps == 0
+        assert parser.get_parsed_content("scoring").refine_steps == steps
+        scoring = parser.get_parsed_content("scoring")
+        assert (scoring != scoring.for_validation()) == (steps > 0)  # what makes TrainingRun recalibrate
 
 
 def test_recalibration_without_a_trained_model_says_what_to_do(tmp_path, tiny_dataset):
@@ -182,12 +185,12 @@ def test_recalibration_without_a_trained_model_says_what_to_do(tmp_path, tiny_da
     assert "model.pt not found" in text and "train the model first" in text
 
 
-@pytest.mark.parametrize("spatial_dims", [2, 3])
-def test_training_augmentation_is_a_switch(spatial_dims):
+@pytest.mark.parametrize("mode, spatial_dims", [("slices", 2), ("volume3d", 3)])
+def test_training_augmentation_is_a_switch(mode, spatial_dims):
     def preprocessing(**overrides):
         parser = ConfigParser()
         parser.read_config(str(TRAIN))
-        parser.update({"dataset_dir": "unused", "spatial_dims": spatial_dims, **overrides})
+        parser.update({"dataset_dir": "unused", "mode": mode, "image_size": None, **overrides})
         return parser.get_parsed_content("train#preprocessing", lazy=True).transforms
 
     assert not any(isinstance(t, RandAffined) for t in preprocessing())  # off by default

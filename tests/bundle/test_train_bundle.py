@@ -10,6 +10,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
+from monai_bigan.exceptions import ModelMismatchError
 from tests.conftest import REPO_ROOT
 
 TRAIN = str(REPO_ROOT / "bundles" / "bigan" / "train.json")
@@ -18,7 +19,7 @@ TINY_2D = {
     "channels": [4, 8],
     "strides": [2, 2],
     "image_size": [16, 16],
-    "resize_to": [16, 16, 12],
+    "num_slices": 12,
     "latent_size": 8,
     "slices_per_volume": 2,
     "batch_size": 2,
@@ -27,7 +28,6 @@ TINY_3D = {
     "channels": [4, 8],
     "strides": [2, 2],
     "image_size": [16, 16, 16],
-    "resize_to": [16, 16, 16],
     "latent_size": 8,
     "batch_size": 2,
 }
@@ -136,3 +136,20 @@ def test_gpu_speed_options_run_on_cpu(tmp_path, tiny_dataset):
     assert trainer.to_kwargs == {"memory_format": torch.channels_last}
     assert trainer.amp is False
     assert (tmp_path / "bundle" / "models" / "model.pt").is_file()
+
+
+def test_another_preset_into_the_same_bundle_root_is_refused_in_one_line(tmp_path, tiny_dataset):
+    """Training the 3D preset after the 2D default into one bundle_root: one line that says what to do, no
+    state-dict listing (resume is on by default)."""
+    root = tmp_path / "bundle"
+    _workflow(TRAIN, root, tiny_dataset, **TINY_2D).run()
+    wf = _workflow([TRAIN, PRESET_3D], root, tiny_dataset, **TINY_3D)
+    with pytest.raises(Exception) as info:
+        wf.run()
+    error = info.value
+    while not isinstance(error, ModelMismatchError) and error.__cause__ is not None:
+        error = error.__cause__
+    assert isinstance(error, ModelMismatchError), repr(info.value)
+    message = str(error)
+    assert "\n" not in message and "--bundle_root" in message and "--resume false" in message
+    assert "size mismatch" in message and message.count("size mismatch") == 1

@@ -7,21 +7,23 @@ import itertools
 
 import pytest
 import torch
+from torch import nn
 
 from monai_bigan.engines import BiGANTrainer, NonFiniteLossError
-from monai_bigan.losses import BiGANLoss
+from monai_bigan.losses import BiGANLoss, BiGANObjective
 from monai_bigan.utils.checkpoint import find_checkpoints
 from tests.bundle.test_train_bundle import TINY_2D, TRAIN, _chain, _workflow
 from tests.conftest import tiny_bigan
 
 
-class _NaNAfter:
+class _NaNAfter(nn.Module):
     """BiGANLoss whose value becomes NaN (a constant added, so the gradients stay finite) on chosen iterations."""
 
     def __init__(self, engine_ref: list, bad_iterations) -> None:
+        super().__init__()
         self.loss, self.engine_ref, self.bad = BiGANLoss(), engine_ref, bad_iterations
 
-    def __call__(self, real_logits, fake_logits, for_discriminator):
+    def forward(self, real_logits, fake_logits, for_discriminator):
         loss = self.loss(real_logits, fake_logits, for_discriminator=for_discriminator)
         if self.engine_ref and self.bad(self.engine_ref[0].state.iteration):
             loss = loss + float("nan")
@@ -39,7 +41,7 @@ def _trainer(bad_iterations, max_epochs=2, **kwargs):
         network=net,
         eg_optimizer=torch.optim.Adam(itertools.chain(net.encoder.parameters(), net.generator.parameters()), 1e-4),
         d_optimizer=torch.optim.Adam(net.discriminator.parameters(), 1e-4),
-        loss_function=_NaNAfter(ref, bad_iterations),
+        loss_function=BiGANObjective(adversarial_loss=_NaNAfter(ref, bad_iterations)),
         ema_network=copy.deepcopy(net),
         **kwargs,
     )
@@ -75,7 +77,8 @@ def test_bundle_stops_on_nan_and_keeps_last_good_checkpoint(tmp_path, tiny_datas
     wf.initialize()
     trainer = wf.parser.get_parsed_content("train#trainer")
     epoch_length = trainer.state.epoch_length
-    trainer.loss_function = _NaNAfter([trainer], lambda it: it > epoch_length + 1)
+    # the bundle's objective, with an adversarial loss that turns NaN in epoch 2
+    trainer.loss_function.adversarial_loss = _NaNAfter([trainer], lambda it: it > epoch_length + 1)
     with pytest.raises(Exception) as info:
         wf.run()
     errors = [e for e in _chain(info.value) if isinstance(e, NonFiniteLossError)]

@@ -9,11 +9,13 @@ from ignite.engine import Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from monai_bigan.engines import BiGANTrainer
+from monai_bigan.losses import BiGANLoss, BiGANObjective
+from monai_bigan.networks import ImagePairDiscriminator, LatentPairDiscriminator
 from monai_bigan.utils import BiGANIterationEvents, BiGANKeys
 from tests.conftest import tiny_bigan
 
 
-def _make_trainer(spatial_dims=2, max_epochs=1, num_images=6, batch_size=4, ema=True, seed=0, handlers=None):
+def _make_trainer(spatial_dims=2, max_epochs=1, num_images=6, batch_size=4, ema=True, seed=0, handlers=None, **kwargs):
     torch.manual_seed(seed)
     net = tiny_bigan(spatial_dims)
     data = [{"image": torch.rand((1,) + (16,) * spatial_dims) * 2 - 1} for _ in range(num_images)]
@@ -30,6 +32,7 @@ def _make_trainer(spatial_dims=2, max_epochs=1, num_images=6, batch_size=4, ema=
         ema_network=copy.deepcopy(net) if ema else None,
         ema_decay=0.9,
         train_handlers=handlers,
+        **kwargs,
     )
     return trainer, net
 
@@ -139,10 +142,12 @@ def test_checkpoint_resume_restores_networks_optimizers_ema_and_epoch(tmp_path):
     assert "d_scaler" in resumed.state_dict() and "eg_scaler" in resumed.state_dict()
 
 
-def test_reconstruction_term_is_added_to_the_encoder_generator_loss():
+@pytest.mark.parametrize("how", ["objective", "recon_weight"])
+def test_reconstruction_term_is_added_to_the_encoder_generator_loss(how):
     torch.manual_seed(0)
-    trainer, net = _make_trainer(num_images=4)
-    trainer.recon_weight = 2.0
+    kwargs = {"loss_function": BiGANObjective(recon_weight=2.0)} if how == "objective" else {"recon_weight": 2.0}
+    trainer, net = _make_trainer(num_images=4, **kwargs)
+    assert isinstance(trainer.loss_function, BiGANObjective) and trainer.loss_function.recon_weight == 2.0
     seen = {}
 
     def _capture(engine):
@@ -157,5 +162,132 @@ def test_reconstruction_term_is_added_to_the_encoder_generator_loss():
     assert seen["eg"] > 2.0 * seen["recon"]
     # the health monitor watches the adversarial part alone, which the reconstruction term does not inflate
     torch.testing.assert_close(seen["adv"], seen["eg"] - 2.0 * seen["recon"])
+
+
+def test_output_keys():
+    plain, _ = _make_trainer(num_images=4)
+    plain.run()
+    common = {"reals", "latents", "enc_latents", "fakes", "real_logits", "fake_logits", "d_loss", "eg_loss", "loss"}
+    assert set(plain.state.output) == common | {"eg_adv_loss"}
+    recon, _ = _make_trainer(num_images=4, recon_weight=1.0)
+    recon.run()
+    assert set(recon.state.output) == common | {"eg_adv_loss", "recon_loss"}
+
+
+def test_loss_function_and_recon_weight_arguments():
+    trainer, net = _make_trainer(num_images=4)
+    args = ("cpu", 1, [], net, trainer.eg_optimizer, trainer.d_optimizer)
+    # the default objective: plain BiGAN, no smoothing, no reconstruction term
+    assert isinstance(trainer.loss_function, BiGANObjective) and trainer.loss_function.recon_weight == 0
+    assert trainer.loss_function.adversarial_loss.label_smoothing == 0
+    objective = BiGANObjective(label_smoothing=0.1, recon_weight=3.0)
+    assert BiGANTrainer(*args, loss_function=objective).loss_function is objective
     with pytest.raises(ValueError, match="recon_weight"):
-        BiGANTrainer("cpu", 1, [], net, trainer.eg_optimizer, trainer.d_optimizer, recon_weight=-1.0)
+        BiGANTrainer(*args, recon_weight=-1.0)
+    with pytest.raises(ValueError, match="BiGANObjective"):
+        BiGANTrainer(*args, loss_function=objective, recon_weight=2.0)
+    # a bare adversarial loss, as older configs pass it, is wrapped with the recon_weight argument
+    legacy = BiGANLoss(label_smoothing=0.1)
+    with pytest.warns(FutureWarning, match="BiGANObjective"):
+        wrapped = BiGANTrainer(*args, loss_function=legacy, recon_weight=2.0).loss_function
+    assert isinstance(wrapped, BiGANObjective) and wrapped.adversarial_loss is legacy and wrapped.recon_weight == 2.0
+
+
+def _alad(net, spatial_dims, dxx, dzz):
+    in_shape = (1,) + (16,) * spatial_dims
+    if dxx:
+        net.discriminator_xx = ImagePairDiscriminator(spatial_dims, in_shape, channels=(4, 8), strides=(2, 2))
+    if dzz:
+        net.discriminator_zz = LatentPairDiscriminator(net.latent_size, hidden_features=(16, 8))
+    return net
+
+
+def _hand_written_iteration(net, x, eg_opt, d_opt, smoothing, recon_weight):
+    """One BiGAN / ALAD iteration written out by hand, the loss sums included; returns the logged losses."""
+    bce = BiGANLoss(smoothing)
+    dxx, dzz = net.discriminator_xx, net.discriminator_zz
+    net.train()
+    z = torch.randn(x.shape[0], net.latent_size)
+    ex, gz = net.encoder(x), net.generator(z)
+    gex = net.generator(ex) if dxx is not None else None
+    egz = net.encoder(gz) if dzz is not None else None
+    d_opt.zero_grad(set_to_none=True)
+    d = {"d_xz_loss": bce(net.discriminator(x, ex.detach())[0], net.discriminator(gz.detach(), z)[0], True)}
+    if dxx is not None:
+        d["d_xx_loss"] = bce(dxx(x, x)[0], dxx(x, gex.detach())[0], True)
+    if dzz is not None:
+        d["d_zz_loss"] = bce(dzz(z, z)[0], dzz(z, egz.detach())[0], True)
+    d_loss = d["d_xz_loss"]
+    for key in ("d_xx_loss", "d_zz_loss"):
+        d_loss = d_loss + d[key] if key in d else d_loss
+    d_loss.backward()
+    d_opt.step()
+    eg_opt.zero_grad(set_to_none=True)
+    for module in net.discriminators():
+        module.requires_grad_(False)
+    eg = {"eg_xz_loss": bce(net.discriminator(x, ex)[0], net.discriminator(gz, z)[0], False)}
+    if dxx is not None:
+        eg["cycle_x_loss"] = bce(dxx(x, x)[0], dxx(x, gex)[0], False)
+    if dzz is not None:
+        eg["cycle_z_loss"] = bce(dzz(z, z)[0], dzz(z, egz)[0], False)
+    adversarial = eg["eg_xz_loss"]
+    for key in ("cycle_x_loss", "cycle_z_loss"):
+        adversarial = adversarial + eg[key] if key in eg else adversarial
+    eg_loss = adversarial
+    if recon_weight > 0:
+        eg["recon_loss"] = ((net.generator(ex) if gex is None else gex) - x).abs().mean()
+        eg_loss = adversarial + recon_weight * eg["recon_loss"]
+    eg_loss.backward()
+    for module in net.discriminators():
+        module.requires_grad_(True)
+    eg_opt.step()
+    if dxx is None and dzz is None:  # the trainer names the terms only with ALAD
+        d, eg = {}, {k: v for k, v in eg.items() if k == "recon_loss"}
+    out = {"d_loss": d_loss, "eg_loss": eg_loss, "eg_adv_loss": adversarial, "loss": d_loss + eg_loss, **d, **eg}
+    return {k: v.detach() for k, v in out.items()}
+
+
+@pytest.mark.parametrize(
+    "spatial_dims,dxx,dzz,smoothing,recon_weight",
+    [
+        (2, False, False, 0.0, 0.0),
+        (2, False, False, 0.1, 2.0),
+        (3, False, False, 0.0, 1.5),
+        (2, True, False, 0.1, 0.0),
+        (2, False, True, 0.0, 2.0),
+        (2, True, True, 0.1, 2.0),
+        (3, True, True, 0.0, 0.5),
+    ],
+)
+def test_trainer_matches_a_hand_written_iteration(spatial_dims, dxx, dzz, smoothing, recon_weight):
+    """Same seed, same data: the trainer's losses and updated weights equal the hand-written sums bit for bit."""
+    torch.manual_seed(0)
+    net = _alad(tiny_bigan(spatial_dims), spatial_dims, dxx, dzz)
+    ref = copy.deepcopy(net)
+    batches = [torch.rand((3, 1) + (16,) * spatial_dims) * 2 - 1 for _ in range(2)]
+
+    def _optimizers(bigan):
+        eg = torch.optim.Adam(itertools.chain(bigan.encoder.parameters(), bigan.generator.parameters()), 1e-3)
+        return eg, torch.optim.Adam(bigan.discriminator_parameters(), 1e-3)
+
+    trainer = BiGANTrainer(
+        "cpu",
+        1,
+        batches,  # plain tensors: no data loader drawing from the global random generator
+        net,
+        *_optimizers(net),
+        loss_function=BiGANObjective(label_smoothing=smoothing, recon_weight=recon_weight),
+    )
+    outputs = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(dict(e.state.output)))
+    torch.manual_seed(1)
+    trainer.run()
+    torch.manual_seed(1)
+    ref_eg, ref_d = _optimizers(ref)
+    expected = [_hand_written_iteration(ref, x, ref_eg, ref_d, smoothing, recon_weight) for x in batches]
+    for out, hand in zip(outputs, expected):
+        assert set(out) == set(hand) | {"reals", "latents", "enc_latents", "fakes", "real_logits", "fake_logits"}
+        for key, value in hand.items():
+            torch.testing.assert_close(out[key], value, rtol=0, atol=0, msg=key)
+    for (key, a), b in zip(net.state_dict().items(), ref.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=key)

@@ -74,7 +74,7 @@ def exported(request, tmp_path_factory, tiny_dataset):
 def _scorer_and_batch(dims: str, root: Path, batch_size: int = 3):
     parser = bundle_parser(root, CASES[dims]["infer"], META, **_infer_overrides(dims))
     scorer = load_scorer(parser)
-    shape = [int(s) for s in parser.get_parsed_content("in_shape")]
+    shape = [int(s) for s in parser.get_parsed_content("geometry").in_shape]
     batch = torch.rand([batch_size] + shape, generator=torch.Generator().manual_seed(1)) * 2 - 1
     with torch.no_grad():
         expected = scorer(batch)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from monai_bigan.bundle import ScoringSettings
 from monai_bigan.transforms import ScoreCalibrationd
-from monai_bigan.utils import ScoreCalibration, scoring_settings
+from monai_bigan.utils import ScoreCalibration
 
 
 def test_fit_uses_healthy_scores_only_for_threshold_and_percentiles():
@@ -61,33 +62,25 @@ def test_score_calibrationd_adds_percentile_flag_and_threshold():
         ScoreCalibrationd(ScoreCalibration.fit([0.1, 0.2]), threshold_mode="f1")
 
 
-def _settings(**changes):
-    base = dict(
-        alpha=0.9,
-        discriminator_term="cross_entropy",
-        refine_steps=0,
-        refine_lr=0.01,
-        heatmap_normalize="true",
-        heatmap_sigma=2,
-        heatmap_mask=True,
-        heatmap_polarity="abs",
-        top_k_slices=8,
-        score_top_fraction=None,
-    )
-    return scoring_settings(**{**base, **changes})
-
-
 def test_scoring_settings_are_recorded_and_a_different_scorer_is_warned_about(tmp_path, caplog):
-    assert _settings() == _settings(heatmap_normalize=True, heatmap_sigma=2.0, refine_lr=0.4)  # plain JSON values
-    calibration = ScoreCalibration.fit([0.1, 0.2, 0.3], scoring=_settings(refine_steps=20, refine_lr=0.4))
+    refined = ScoringSettings(refine_steps=20, refine_lr=0.4)
+    calibration = ScoreCalibration.fit([0.1, 0.2, 0.3], scoring=refined)
     loaded = ScoreCalibration.load(calibration.save(tmp_path / "calibration.json"))
-    assert loaded.scoring == calibration.scoring and loaded.scoring["refine_steps"] == 20
-    with caplog.at_level(logging.WARNING, logger="monai_bigan.utils.calibration"):
-        assert loaded.check_scoring(_settings(refine_steps=20, refine_lr=0.4)) is loaded
-        assert not caplog.records  # same scorer: silent
-        loaded.check_scoring(_settings())
+    assert loaded.scoring == calibration.scoring == refined.to_dict() and loaded.scoring["refine_steps"] == 20
+    with caplog.at_level(logging.WARNING, logger="monai_bigan.bundle.scoring"):
+        assert refined.check(loaded.scoring) == {}  # same scorer: silent
+        assert not caplog.records
+        ScoringSettings().check(loaded.scoring)
     assert "refine_steps 20 -> 0" in caplog.text and "calibrating" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="monai_bigan.utils.calibration"):
-        ScoreCalibration.fit([0.1, 0.2]).check_scoring(_settings())  # unknown settings (older files): silent
+    with caplog.at_level(logging.WARNING, logger="monai_bigan.bundle.scoring"):
+        ScoringSettings().check(ScoreCalibration.fit([0.1, 0.2]).scoring)  # unknown settings (older files): silent
     assert not caplog.records
+
+
+def test_flag_threshold_by_mode():
+    calibration = ScoreCalibration.fit([0.1, 0.2, 0.3, 0.9], [0, 0, 0, 1])
+    assert calibration.flag_threshold("fpr") == calibration.threshold
+    assert calibration.flag_threshold("f1") == calibration.threshold_f1
+    with pytest.raises(ValueError, match="labelled anomalies"):
+        ScoreCalibration.fit([0.1]).flag_threshold("f1")

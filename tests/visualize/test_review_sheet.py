@@ -13,17 +13,36 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from unittest import mock
 
 import matplotlib.image as mpimg
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
+from monai.transforms import (
+    Compose,
+    CropForegroundd,
+    EnsureTyped,
+    Invertd,
+    LoadImaged,
+    Orientationd,
+    Resized,
+    ScaleIntensityRangePercentilesd,
+)
 
-from monai_bigan.visualize import ReviewSheetd, render_review_sheet, select_slices
+from monai_bigan.handlers.report import worst_axial_slice
+from monai_bigan.transforms import AnomalyScored, is_foreground
+from monai_bigan.utils import ScoreCalibration
+from monai_bigan.visualize import (
+    ReviewSheetd,
+    above_threshold_regions,
+    input_slice_numbers,
+    render_review_sheet,
+    select_slices,
+)
 
 BLOB_SLICES = (5, 6, 7)
 
@@ -169,7 +188,13 @@ def test_review_sheetd(tmp_path):
     d = transform(_item())
     assert d["review_sheet"] == str(tmp_path / "review" / "case_01_review.png")
     _check_png(Path(d["review_sheet"]))
-    assert transform.info_lines(d) == ["score 0.123  |  percentile 97.5 among healthy  |  FLAGGED for review"]
+    # without a calibration: no threshold to quote, no size of the healthy set
+    assert transform.info_lines(d) == [
+        "scan score 0.123 -> FLAGGED for review",
+        "percentile 97.5 among healthy validation scans",
+        f"{int((d['pred'][0] >= 0.5).sum())} voxels above the voxel threshold 0.5 in 1 region, outlined in cyan",
+    ]
+    assert transform.warning_lines(d) == []
     # DICOM series folder, fallback to "filename", then "image"
     assert ReviewSheetd(tmp_path)(_item("/data/series_7/"))["review_sheet"].endswith("series_7_review.png")
     item = _item(None)
@@ -192,12 +217,321 @@ def test_review_sheetd_2d_and_missing(tmp_path):
     assert "review_sheet" not in ReviewSheetd(tmp_path, allow_missing_keys=True)({"image": item["image"]})
 
 
-def test_render_speed(tmp_path):
-    rng = np.random.default_rng(0)
-    image = rng.random((64, 64, 20), dtype=np.float32)
-    heatmap = np.abs(image - 0.5)
-    args = (image, image * 0.9, heatmap, heatmap.mean(axis=(0, 1)))
-    render_review_sheet(*args, tmp_path / "warmup.png", title="t", heatmap_vmax=0.5)
-    start = time.perf_counter()
-    render_review_sheet(*args, tmp_path / "timed.png", title="t", heatmap_vmax=0.5, threshold=0.3, num_slices=4)
-    assert time.perf_counter() - start < 2.0  # about 0.25 s on 2 CPU cores; loose bound against flakiness
+# ---------------------------------------------------------------------------------------------------------------------
+# what the sheet says: the strings drawn on the figure, captured instead of saved
+
+
+def _capture(fn, *args, **kwargs):
+    """Run ``fn`` (which renders one sheet) and return the figure it would have saved."""
+    figures = []
+    with mock.patch(
+        "monai_bigan.visualize.review_sheet._save_atomic", side_effect=lambda fig, path, dpi: figures.append(fig)
+    ):
+        result = fn(*args, **kwargs)
+    assert len(figures) == 1
+    return figures[0], result
+
+
+def _drawn_text(fig) -> str:
+    """Every figure-level text (title, info, warnings, footer), wrapped lines joined by spaces."""
+    return " ".join(t.get_text() for t in fig.texts)
+
+
+def _row_labels(fig) -> list[str]:
+    return [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel() and "slice" in ax.get_ylabel()]
+
+
+def _shown_slices(fig) -> list[int]:
+    return [int(label.split("\n")[0].split()[1]) for label in _row_labels(fig)]
+
+
+def _calibration(num_healthy: int, threshold: float = 0.2, voxel_threshold: float = 0.5) -> ScoreCalibration:
+    healthy = np.linspace(0.05, threshold, num_healthy).tolist()
+    return ScoreCalibration(
+        healthy_scores=healthy,
+        target_fpr=0.05,
+        threshold=threshold,
+        voxel_fpr=0.001,
+        voxel_threshold=voxel_threshold,
+        heatmap_vmax=1.0,
+        scoring={"alpha": 0.9, "top_k_slices": 2, "score_top_fraction": None},
+    )
+
+
+def test_select_slices_spread():
+    # a plateau of neighbours around the top slice and a second peak further away
+    scores = [0.1, 0.2, 0.8, 0.9, 0.85, 0.7, 0.1, 0.1, 0.6, 0.1]
+    assert select_slices(scores, 2) == [3, 4]  # neighbours: nearly the same picture twice
+    assert select_slices(scores, 2, min_distance=3) == [3, 8]
+    assert select_slices(scores, 3, min_distance=3) == [0, 3, 8]
+    # priority slices first (e.g. the top slice of each above-threshold region), still spread
+    assert select_slices(scores, 2, min_distance=3, priority=[9, 8]) == [3, 9]
+    assert select_slices(scores, 2, min_distance=3, priority=[0]) == [0, 3]
+    # fewer than asked when every other slice is too close
+    assert select_slices([1.0, 2.0, 3.0], 3, min_distance=3) == [2]
+    with pytest.raises(ValueError, match="min_distance"):
+        select_slices(scores, 2, min_distance=0)
+
+
+def test_sheet_spreads_slices_over_regions(tmp_path):
+    image, recon, heatmap, scores = _case((32, 32, 24))
+    # a second, smaller lesion far from the first one
+    yy, xx = np.mgrid[:32, :32]
+    heatmap[..., 18][(yy - 20) ** 2 + (xx - 12) ** 2 < 4] = 1.0
+    scores = heatmap.mean(axis=(0, 1))
+    assert select_slices(scores, 3) == list(BLOB_SLICES)  # the three neighbours of the first lesion
+    fig, _ = _capture(
+        render_review_sheet,
+        image,
+        recon,
+        heatmap,
+        scores,
+        tmp_path / "a.png",
+        title="t",
+        heatmap_vmax=1.0,
+        num_slices=3,
+        threshold=0.5,
+    )
+    shown = _shown_slices(fig)
+    assert len(shown) == 3 and int(np.argmax(scores)) in shown and 18 in shown  # the top slice and both lesions
+    assert min(np.diff(sorted(shown))) >= 24 // (2 * 3)
+    # an explicit distance
+    fig, _ = _capture(
+        render_review_sheet,
+        image,
+        recon,
+        heatmap,
+        scores,
+        tmp_path / "b.png",
+        title="t",
+        heatmap_vmax=1.0,
+        num_slices=4,
+        min_slice_distance=5,
+    )
+    assert min(np.diff(sorted(_shown_slices(fig)))) >= 5
+
+
+def test_above_threshold_regions():
+    hm = np.zeros((8, 8, 4), dtype=np.float32)
+    hm[1:3, 1:3, 0] = 1.0
+    hm[5, 5, 2] = 0.6
+    hm[6, 6, 3] = 0.7  # touches the previous voxel diagonally: one region (full connectivity)
+    hm[0, 7, 3] = float("nan")
+    labels, sizes = above_threshold_regions(hm, 0.5)
+    assert sizes.tolist() == [4, 2] and labels.max() == 2 and (labels > 0).sum() == 6
+    assert above_threshold_regions(hm, 0.5, min_voxels=3)[1].tolist() == [4]
+    assert above_threshold_regions(hm, 2.0)[1].size == 0
+
+
+def test_overlay_colours_only_voxels_at_the_voxel_threshold(tmp_path):
+    image, recon, heatmap, scores = _case()
+    # a broad low-level residual over the whole disc, as in most of a real brain, plus the blob
+    heatmap = heatmap + 0.3 * (recon > 0)
+    kwargs = {"title": "t", "heatmap_vmax": 1.0, "num_slices": 2, "threshold": 0.5}
+
+    def coloured(fig) -> list[np.ndarray]:
+        # the overlay is the second image of each "heatmap over image" panel; masked voxels are not coloured
+        return [ax.images[1].get_array() for ax in fig.axes if len(ax.images) == 2]
+
+    fig, _ = _capture(render_review_sheet, image, recon, heatmap, scores, tmp_path / "a.png", **kwargs)
+    overlays = coloured(fig)
+    assert len(overlays) == 2
+    assert any(overlay.compressed().size for overlay in overlays)  # the blob's slice
+    for overlay in overlays:
+        # the blob only, not the tinted disc
+        assert (~np.ma.getmaskarray(overlay)).sum() == (np.asarray(overlay.data) >= 0.5).sum()
+    assert "Coloured: heatmap \u2265 0.5 (the voxel threshold" in _drawn_text(fig)
+    # a documented fraction of the threshold
+    fig, _ = _capture(
+        render_review_sheet, image, recon, heatmap, scores, tmp_path / "b.png", overlay_threshold=0.1, **kwargs
+    )
+    assert all(o.compressed().min() >= 0.1 and o.compressed().size > 100 for o in coloured(fig))
+    assert "0.2 \u00d7 the voxel threshold" in _drawn_text(fig)
+    # ReviewSheetd: from overlay_fraction x the calibration's voxel threshold
+    item = _item()
+    item["pred"][0] += 0.3 * torch.from_numpy(recon > 0)
+    fig, _ = _capture(ReviewSheetd(tmp_path, calibration=_calibration(30), num_slices=2), item)
+    assert all(o.compressed().min() >= 0.5 for o in coloured(fig) if o.compressed().size)
+    fig, _ = _capture(ReviewSheetd(tmp_path, calibration=_calibration(30), num_slices=2, overlay_fraction=0.5), item)
+    assert all(o.compressed().min() >= 0.25 and o.compressed().size > 100 for o in coloured(fig))
+    # no threshold at all: half of the colour scale, said so
+    fig, _ = _capture(render_review_sheet, image, recon, heatmap, scores, tmp_path / "c.png", title="t", heatmap_vmax=1)
+    assert all(o.compressed().min() >= 0.5 for o in coloured(fig) if o.compressed().size)
+    assert "no voxel threshold given" in _drawn_text(fig)
+
+
+def test_flag_explanation(tmp_path):
+    calibration = _calibration(6)  # healthy scores 0.05 ... 0.2, threshold 0.2
+    transform = ReviewSheetd(tmp_path, calibration=calibration, num_slices=2)
+    item = _item()
+    item["score"], item["percentile"], item["flagged"] = torch.tensor([0.123]), 50.0, False
+    lines = transform.info_lines(item)
+    assert lines[0] == (
+        "scan score 0.123 vs flag threshold 0.2 (the healthy validation scans' 95th percentile, target FPR 5 %) "
+        "-> not flagged"
+    )
+    assert lines[1] == "percentile 50 of 6 healthy validation scans (scores at or above 3 of the 6)"
+    item["score"], item["percentile"], item["flagged"] = torch.tensor([0.31]), 100.0, True
+    fig, d = _capture(transform, item)
+    text = _drawn_text(fig)
+    assert (
+        "scan score 0.31 vs flag threshold 0.2 (the healthy validation scans' 95th percentile, target FPR 5 %) "
+        "-> FLAGGED for review" in text
+    )
+    assert "percentile 100 of 6 healthy validation scans" in text
+    assert d["review_sheet"] == str(tmp_path / "case_01_review.png")
+    # the F1-optimal threshold is explained as such
+    f1 = _calibration(30)
+    f1.threshold_f1, f1.num_anomalous = 0.15, 4
+    line = ReviewSheetd(tmp_path, calibration=f1, threshold_mode="f1").info_lines(item)[0]
+    assert line.startswith("scan score 0.31 vs flag threshold 0.15 (the F1-optimal threshold on the validation")
+    assert "30 healthy, 4 labelled anomalous" in line and line.endswith("-> FLAGGED for review")
+
+
+def test_slice_scores_are_labelled_and_explained(tmp_path):
+    item = _item()
+    # the per-slice score map of AnomalyScored (here with top_k 2, as the calibration records)
+    item.update(AnomalyScored("pred", alpha=0.9, slice_dim=2, top_k=2, image_key=None)(item))
+    fig, _ = _capture(ReviewSheetd(tmp_path, calibration=_calibration(30), num_slices=3), item)
+    labels = _row_labels(fig)
+    slice_scores = item["slice_map"][0, 0, 0].numpy()
+    assert len(labels) == 3
+    for label in labels:
+        k = int(label.split()[1])
+        assert label == f"slice {k}\nslice score {slice_scores[k]:.3g}"
+    text = _drawn_text(fig)
+    assert "Slice score: the anomaly score of that slice alone" in text
+    assert "the scan score is the mean of the 2 highest slice scores" in text  # checked against item["score"]
+    assert "only the scan score decides the flag" in text
+    # without the map: the mean heatmap of the slice, said so
+    del item["slice_map"]
+    fig, _ = _capture(ReviewSheetd(tmp_path, num_slices=3), item)
+    assert "Slice score: the mean heatmap value of that slice" in _drawn_text(fig)
+
+
+def test_regions_below_flag_threshold_are_reported(tmp_path):
+    transform = ReviewSheetd(tmp_path, calibration=_calibration(30), num_slices=2)
+    item = _item()
+    blob_voxels = int((item["pred"][0] >= 0.5).sum())
+    item["score"], item["percentile"], item["flagged"] = torch.tensor([0.1]), 40.0, False
+    note = (
+        f"{blob_voxels} voxels above the voxel threshold 0.5 in 1 region, but the scan score is below the flag "
+        "threshold: review the outlined regions"
+    )
+    assert transform.warning_lines(item) == [note]
+    fig, _ = _capture(transform, item)
+    assert note in _drawn_text(fig)
+    # flagged: the regions are counted, without the warning
+    item["score"], item["flagged"] = torch.tensor([0.3]), True
+    assert transform.warning_lines(item) == []
+    assert f"{blob_voxels} voxels above the voxel threshold 0.5 in 1 region, outlined in cyan" in transform.info_lines(
+        item
+    )
+    # nothing above the voxel threshold: no warning either
+    item["pred"][0] = item["pred"][0].clamp(max=0.4)
+    item["flagged"] = False
+    assert transform.warning_lines(item) == []
+    assert transform.info_lines(item)[-1] == "no voxel above the voxel threshold 0.5"
+
+
+def test_small_calibration_warning(tmp_path):
+    item = _item()
+    item["percentile"] = 100.0
+    small = ReviewSheetd(tmp_path, calibration=_calibration(6), num_slices=2)
+    warning = "percentiles from only 6 healthy scans: coarse (steps of 16.7 points)"
+    assert small.warning_lines(item)[0].startswith(warning)
+    assert "the flag threshold is the highest of the 6 healthy scores" in small.warning_lines(item)[0]
+    fig, _ = _capture(small, item)
+    assert warning in _drawn_text(fig)
+    large = ReviewSheetd(tmp_path, calibration=_calibration(20), num_slices=2)
+    assert not any("healthy scans" in line for line in large.warning_lines(item))
+    assert "percentile 100 of 20 healthy validation scans" in large.info_lines(item)[1]
+    assert not any("healthy scans" in line for line in ReviewSheetd(tmp_path, min_healthy_scans=50).warning_lines(item))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# slice numbers in the input's own numbering
+
+GRID = (24, 20, 16)  # the model grid of the test: RAS, cropped to the foreground, resized
+
+
+def _preprocessing() -> Compose:
+    """The bundle's scan transforms (bundles/bigan/common.json), on a small grid."""
+    return Compose(
+        [
+            LoadImaged("image", image_only=True, ensure_channel_first=True),
+            Orientationd("image", axcodes="RAS", labels=None),
+            ScaleIntensityRangePercentilesd("image", 0.0, 99.5, -1.0, 1.0, clip=True),
+            CropForegroundd("image", "image", select_fn=is_foreground, margin=1, allow_smaller=True),
+            Resized("image", GRID, mode="trilinear", anti_aliasing=True),
+            EnsureTyped("image", dtype="float32"),
+        ]
+    )
+
+
+@pytest.fixture
+def oblique_scan(tmp_path):
+    """A NIfTI not in RAS: array axes point inferior (2.5 mm), left (1.2 mm) and posterior (1 mm); padded by zeros."""
+    shape = (30, 40, 36)
+    affine = np.array([[0, -1.2, 0, 10], [0, 0, -1.0, 20], [-2.5, 0, 0, 50], [0, 0, 0, 1.0]])
+    assert nib.aff2axcodes(affine) == ("I", "L", "P")
+    volume = np.zeros(shape, np.float32)
+    volume[4:25, 6:33, 5:30] = 1.0 + np.random.default_rng(0).random((21, 27, 25)).astype(np.float32)
+    nib.save(nib.Nifti1Image(volume, affine), tmp_path / "scan_lip.nii.gz")
+    preprocessing = _preprocessing()
+    item = preprocessing({"image": str(tmp_path / "scan_lip.nii.gz")})
+    assert [op["class"] for op in item["image"].applied_operations] == ["Orientation", "CropForeground", "Resize"]
+    return preprocessing, item
+
+
+def _inverted_worst_slice(preprocessing, item, slice_map) -> int:
+    """What scores.csv reports: worst_axial_slice of the slice map inverted to the input's geometry."""
+    d = dict(item)
+    d["slice_map"] = MetaTensor(slice_map, meta=item["image"].meta, applied_operations=item["image"].applied_operations)
+    inverted = Invertd("slice_map", transform=preprocessing, orig_keys="image", nearest_interp=False)(d)
+    assert tuple(inverted["slice_map"].shape[1:]) == (30, 40, 36)
+    return worst_axial_slice(inverted["slice_map"])
+
+
+def test_input_slice_numbers_match_the_report(oblique_scan):
+    preprocessing, item = oblique_scan
+    located = input_slice_numbers(item["image"], 2)
+    assert located.axis == 0 and located.direction == "inferior"  # RAS superior = the input's axis 0, reversed
+    assert len(located.numbers) == GRID[2]
+    for k in range(GRID[2]):
+        one_hot = torch.zeros((1, *GRID))
+        one_hot[..., k] = 1.0
+        assert located.numbers[k] == _inverted_worst_slice(preprocessing, item, one_hot), k
+    assert located.numbers[0] > located.numbers[-1]  # flipped, cropped and resized: not the model-grid index
+    # not a loaded MetaTensor: unknown
+    assert input_slice_numbers(item["image"].as_tensor(), 2) is None
+    assert input_slice_numbers(MetaTensor(torch.zeros(1, 4, 4, 4)), 2) is None
+
+
+def test_review_sheetd_numbers_slices_like_scores_csv(oblique_scan, tmp_path):
+    preprocessing, item = oblique_scan
+    image = item["image"]
+    rng = np.random.default_rng(1)
+    heatmap = 0.05 * rng.random(GRID).astype(np.float32)
+    heatmap[8:14, 6:12, 4:6] = 1.0  # the lesion, in model-grid slices 4 and 5
+    heatmap[8:14, 6:12, 4] += 0.5  # slice 4 the worst
+    recon = image[0].numpy()
+    item["pred"] = MetaTensor(torch.from_numpy(np.stack([heatmap, recon, np.zeros_like(heatmap)])), meta=image.meta)
+    item.update(AnomalyScored("pred", slice_dim=2, top_k=3)(item))
+    assert int(item["worst_slice"]) == 4
+    expected = _inverted_worst_slice(preprocessing, item, item["slice_map"].as_tensor())
+    assert expected != 4
+    fig, d = _capture(ReviewSheetd(tmp_path, threshold=0.5, num_slices=3), item)
+    assert d["review_sheet"].endswith("scan_lip_review.png")
+    top = [label for label in _row_labels(fig) if label.startswith(f"slice {expected}\n")]
+    assert len(top) == 1  # the worst slice of scores.csv, under its own number
+    slice_scores = item["slice_map"][0, 0, 0].numpy()
+    assert top[0] == f"slice {expected}\nslice score {slice_scores.max():.3g}"
+    assert "the input file's own 0-based index along its array axis 0, increasing towards inferior" in (
+        _drawn_text(fig)
+    )
+    # a plain tensor has no geometry: the model grid's index, said so
+    item["image"] = image.as_tensor()
+    fig, _ = _capture(ReviewSheetd(tmp_path, threshold=0.5, num_slices=3), item)
+    assert any(label.startswith("slice 4\n") for label in _row_labels(fig))
+    assert "Slice numbers: index on the model grid" in _drawn_text(fig)

@@ -22,6 +22,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_bigan.handlers.progress import progress_bar
 from monai_bigan.inferers.residual_statistics import ResidualStatistics, residual_maps
+from monai_bigan.utils.distributed import get_rank
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -51,8 +52,8 @@ class ResidualStatisticsHandler:
         image_key: key of the images in the batches.
         enabled: False turns the handler into a no-op; so does ``statistics`` None (recipes without residual
             normalization).
-        progress: show a progress bar over the scans (erased when done on a terminal; in a log file only when the
-            pass takes more than 10 s), see :py:func:`monai_bigan.handlers.progress_bar`.
+        progress: show a progress bar over the scans on rank 0 (erased when done on a terminal; in a log file only
+            when the pass takes more than 10 s), see :py:func:`monai_bigan.handlers.progress_bar`.
 
     Example::
 
@@ -91,8 +92,9 @@ class ResidualStatisticsHandler:
         # a data loader counts its scans; the batches of a plain iterable are not counted
         dataset = getattr(self.data_loader, "dataset", None)
         total = len(dataset) if hasattr(dataset, "__len__") else None
+        enabled = self.progress and get_rank() == 0  # every rank of a distributed run fits: rank 0 shows it
         with progress_bar(
-            maps, total=total, desc="residual statistics", unit="scan", enabled=self.progress, transient=True
+            maps, total=total, desc="residual statistics", unit="scan", enabled=enabled, transient=True
         ) as bar:
             self.statistics.to(self.device).fit(bar)
         self.logger.info(

@@ -817,7 +817,7 @@ class ReviewSheetd(MapTransform):
             if n:
                 below = int(round(percentile * n / 100.0))
                 lines.append(
-                    f"percentile {percentile:.{0 if n < 200 else 1}f} of {n} healthy validation scans "
+                    f"percentile {percentile:.{0 if n < 200 else 1}f} of {_plural(n, 'healthy validation scan')} "
                     f"(scores at or above {below} of the {n})"
                 )
             else:
@@ -843,11 +843,13 @@ class ReviewSheetd(MapTransform):
         lines = []
         n = self.num_healthy
         if n is not None and 0 < n < self.min_healthy_scans:
-            line = f"percentiles from only {n} healthy scans: coarse (steps of {100.0 / n:.3g} points)"
+            line = f"percentiles from only {_plural(n, 'healthy scan')}: coarse (steps of {100.0 / n:.3g} points)"
             healthy = np.asarray(self.calibration.healthy_scores, dtype=np.float64)
             threshold = self._flag_threshold(d)
             if self.threshold_mode == "fpr" and threshold is not None and threshold >= healthy.max():
-                line += f"; the flag threshold is the highest of the {n} healthy scores"
+                line += "; the flag threshold is " + (
+                    f"the highest of the {n} healthy scores" if n > 1 else "the only healthy score"
+                )
             lines.append(line)
         sizes = self._regions(d)
         if sizes is not None and sizes.size and self._flagged(d) is False:
@@ -916,7 +918,7 @@ class ReviewSheetd(MapTransform):
                     f"Voxel threshold {_fmt(self.threshold)}: the {100.0 * (1.0 - float(voxel_fpr)):g}th percentile "
                     "of the healthy validation scans' foreground heatmap voxels, which about "
                     f"{100.0 * float(voxel_fpr):g} % of a healthy scan's foreground reaches (here about "
-                    f"{expected:.0f} voxels)."
+                    f"{_plural(int(round(expected)), 'voxel')})."
                 )
         if heatmap.ndim == 2:
             slice_scores = np.array([heatmap.mean()], dtype=np.float64)

@@ -119,3 +119,15 @@ def test_configs_read_from_another_working_directory(tmp_path):
         finally:
             os.chdir(cwd)
     assert Path(cwd) == Path.cwd()
+
+
+@pytest.mark.parametrize("configs", [["train.json"], ["inference.json"], ["inference.json", "evaluate.json"]])
+def test_the_default_data_set_is_the_demo_data(configs, monkeypatch, tmp_path):
+    """Without --dataset_dir every workflow makes (or reuses) the demo data under bundle_root, as command 1 does."""
+    import monai_bigan.data.demo as demo
+
+    calls = []
+    monkeypatch.setattr(demo, "ensure_demo_data", lambda output_dir, **kwargs: calls.append(output_dir) or output_dir)
+    parser = bundle_config_parser([str(BUNDLE / c) for c in configs], bundle_root=str(tmp_path))
+    parser.parse()
+    assert parser.get_parsed_content("dataset_dir") == str(tmp_path) + "/data/demo" and len(calls) == 1

@@ -29,10 +29,11 @@ import time
 from collections import defaultdict
 
 import torch
-from monai.bundle import ConfigParser
 from monai.data import decollate_batch, list_data_collate
 from monai.networks import eval_mode
 from monai.transforms import Compose
+
+from monai_bigan.bundle import bundle_config_parser
 
 STAGES = {
     "AnomalyScored": "scoring",
@@ -61,8 +62,7 @@ def main() -> None:
     parser.add_argument("--sw_batch_size", type=int, default=128)
     args = parser.parse_args()
 
-    config = ConfigParser()
-    config.read_config(args.config_file)
+    config = bundle_config_parser(args.config_file)
     config["device"] = f"$torch.device('{args.device}')"
     config["sw_batch_size"] = args.sw_batch_size
     if args.bundle_root:
@@ -71,9 +71,7 @@ def main() -> None:
         config["dataset_dir"] = args.dataset_dir
     config["output_dir"] = tempfile.mkdtemp(prefix="bigan_bench_")
     device = config.get_parsed_content("device")
-    network = config.get_parsed_content("network")
-    checkpoint = torch.load(config.get_parsed_content("ckpt_file"), map_location=device, weights_only=True)
-    network.load_state_dict(checkpoint[config.get_parsed_content("checkpoint_key")])
+    config.get_parsed_content("trained_model")  # the bundle's loader: weights, statistics and calibration
     scorer = config.get_parsed_content("scorer")
     inferer = config.get_parsed_content("inferer")
     preprocessing = config.get_parsed_content("preprocessing")

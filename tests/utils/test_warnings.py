@@ -32,8 +32,12 @@ READER_MESSAGE = (
 
 @pytest.fixture
 def isolated() -> Iterator[list[warnings.WarningMessage]]:
-    """Every warning recorded (``always``), the warning filters and the loggers' filters restored afterwards."""
+    """Every warning recorded (``always``), without the loggers' framework filters that an earlier bundle run in this
+    process installed; the warning filters and the loggers' filters restored afterwards."""
     loggers = {name: list(logging.getLogger(name).filters) for name in FRAMEWORK_LOG_RECORDS}
+    for name in FRAMEWORK_LOG_RECORDS:
+        logger = logging.getLogger(name)
+        logger.filters[:] = [f for f in logger.filters if not isinstance(f, FrameworkMessageFilter)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield caught

@@ -42,7 +42,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -53,7 +52,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
-from tqdm import tqdm
+
+from monai_bigan.utils.progress import progress_bar
 
 from .datalist import DATALIST_FILENAME, load_datalist
 
@@ -400,16 +400,7 @@ def _write_dataset(folder: Path, params: dict[str, Any], progress: bool) -> None
         (folder / name).mkdir()
 
     datalist: dict[str, list[dict]] = {split: [] for split in SPLIT_FOLDERS}
-    # in a log file (not a terminal) a status line every 10 s at most, as monai_bigan.handlers.progress_bar
-    interactive = sys.stderr.isatty()
-    items = tqdm(
-        plan,
-        desc="demo data",
-        unit="subject",
-        disable=not progress,
-        dynamic_ncols=interactive,
-        mininterval=0.1 if interactive else 10.0,
-    )
+    items = progress_bar(plan, desc="demo data", unit="subject", enabled=progress)
     for split, split_id, index, anomalous in items:
         # one independent stream per subject: subjects do not depend on the split sizes
         rng = np.random.default_rng(np.random.SeedSequence(params["seed"], spawn_key=(split_id, 0, index)))

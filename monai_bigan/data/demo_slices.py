@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,7 +44,8 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-from tqdm import tqdm
+
+from monai_bigan.utils.progress import progress_bar
 
 from .datalist import DATALIST_FILENAME, load_datalist
 
@@ -94,17 +94,9 @@ def _write(
         split: load_datalist(source, split, required=split == "training")
         for split in ("training", "validation", "test")
     }
-    # one step per source subject; in a log file (not a terminal) a status line every 10 s at most, as
-    # monai_bigan.handlers.progress_bar
-    interactive = sys.stderr.isatty()
-    bar = tqdm(
-        total=sum(len(entries) for entries in splits.values()),
-        desc="demo slices",
-        unit="subject",
-        disable=not progress,
-        dynamic_ncols=interactive,
-        mininterval=0.1 if interactive else 10.0,
-    )
+    # one step per source subject
+    total = sum(len(entries) for entries in splits.values())
+    bar = progress_bar(total=total, desc="demo slices", unit="subject", enabled=progress)
     datalist: dict[str, list[dict]] = {}
     for split, entries in splits.items():
         out: list[dict] = []

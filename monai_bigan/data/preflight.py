@@ -13,12 +13,12 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from monai.transforms import apply_transform
-from tqdm import tqdm
+
+from monai_bigan.utils.progress import progress_bar
 
 from .guarded import describe_error
 
@@ -74,17 +74,13 @@ def preflight_check(
         return None
 
     items = list(datalist)
-    # in a log file (not a terminal) a status line every 10 s at most, as monai_bigan.handlers.progress_bar
-    interactive = sys.stderr.isatty()
     with ThreadPoolExecutor(max_workers=max(1, min(num_workers, len(items) or 1))) as pool:
-        results = tqdm(
+        results = progress_bar(
             pool.map(check, items),
             total=len(items),
             desc="preflight",
             unit="file",
-            disable=not progress or len(items) < PROGRESS_MIN_FILES,
-            dynamic_ncols=interactive,
-            mininterval=0.1 if interactive else 10.0,
+            enabled=progress and len(items) >= PROGRESS_MIN_FILES,
         )
         errors = [e for e in results if e is not None]
     if errors:

@@ -469,7 +469,7 @@ class VoxelMetricAccumulator:
             self._scores[i], self._truth[i] = s[keep], t[keep]
             self._num_pooled += int(keep.sum())
 
-    def compute(self, lesion_threshold: float | None = None) -> dict[str, float]:
+    def compute(self, lesion_threshold: float | None = None, dice_threshold: float | None = None) -> dict[str, float]:
         """
         Voxel-level metrics of all the voxels pooled so far.
 
@@ -482,6 +482,8 @@ class VoxelMetricAccumulator:
               (flag = score > threshold) and that threshold (see :py:func:`best_dice_threshold`). This is an oracle
               upper bound chosen on the evaluated data, as reported in the literature, not a deployable operating point;
             - ``num_volumes``, ``num_voxels`` (pooled) and ``num_lesion_voxels`` (pooled);
+            - with a ``dice_threshold`` (e.g. the voxel threshold fitted on validation data, a deployable operating
+              point): ``dice_at_threshold``, the Dice of the pooled voxels above it (:py:func:`dice_at_threshold`);
             - with a lesion threshold (``lesion_threshold`` here, else the ones given to :py:meth:`add`):
               ``lesion_detection_rate`` (detected / total lesions over all volumes; NaN when there is no lesion),
               ``lesions_detected`` and ``lesions_total``.
@@ -489,6 +491,7 @@ class VoxelMetricAccumulator:
         Args:
             lesion_threshold: heatmap threshold for lesion detection in every volume; overrides those given to
                 :py:meth:`add`.
+            dice_threshold: heatmap threshold of ``dice_at_threshold``; None leaves it out.
 
         Raises:
             ValueError: when nothing was added or the pooled voxels hold a single class.
@@ -504,7 +507,7 @@ class VoxelMetricAccumulator:
                 f"the pooled voxels hold {kind} ({truth.size} voxels of {self.num_volumes} volume(s)): voxel AUROC, "
                 "AUPRC and Dice are undefined."
             )
-        dice, dice_threshold = best_dice_threshold(scores, truth)
+        dice, best_threshold = best_dice_threshold(scores, truth)
         # what roc_auc_score computes for binary labels, without its slow label-type inspection of millions of voxels
         sk_metrics = _sklearn_metrics()
         fpr, tpr, _ = sk_metrics.roc_curve(truth, scores)
@@ -512,11 +515,13 @@ class VoxelMetricAccumulator:
             "voxel_auroc": float(sk_metrics.auc(fpr, tpr)),
             "voxel_auprc": float(sk_metrics.average_precision_score(truth, scores)),
             "dice_best": dice,
-            "dice_best_threshold": dice_threshold,
+            "dice_best_threshold": best_threshold,
             "num_volumes": self.num_volumes,
             "num_voxels": int(truth.size),
             "num_lesion_voxels": num_lesion,
         }
+        if dice_threshold is not None:
+            out["dice_at_threshold"] = dice_at_threshold(scores, truth, dice_threshold)
         del scores, truth
         detection = self._lesion_counts(lesion_threshold)
         if detection is not None:

@@ -50,12 +50,8 @@ class ScoreCalibrationd(MapTransform):
         self.calibration = (
             calibration if isinstance(calibration, ScoreCalibration) else ScoreCalibration.load(calibration)
         )
-        if threshold_mode not in ("fpr", "f1"):
-            raise ValueError(f"threshold_mode must be 'fpr' or 'f1', got {threshold_mode!r}.")
-        if threshold_mode == "f1" and self.calibration.threshold_f1 is None:
-            raise ValueError(
-                "threshold_mode 'f1' needs labelled anomalies in the validation split; this calibration has none."
-            )
+        # validates the mode (and that "f1" has a threshold) in one place, the calibration
+        self.threshold = self.calibration.flag_threshold(threshold_mode)
         self.threshold_mode = threshold_mode
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, object]:
@@ -63,10 +59,9 @@ class ScoreCalibrationd(MapTransform):
         for key in self.key_iterator(d):
             score = float(torch.as_tensor(d[key]).reshape(-1)[0])
             d["percentile"] = self.calibration.percentile(score)
-            if self.threshold_mode == "f1":
-                d["threshold"] = float(self.calibration.threshold_f1)  # type: ignore[arg-type]
-                d["flagged"] = bool(score >= d["threshold"])
-            else:
-                d["threshold"] = self.calibration.threshold
-                d["flagged"] = self.calibration.is_flagged(score)
+            d["threshold"] = float(self.threshold)
+            # the F1-optimal threshold is a validation score that was itself flagged (score >= t)
+            d["flagged"] = (
+                bool(score >= self.threshold) if self.threshold_mode == "f1" else self.calibration.is_flagged(score)
+            )
         return d

@@ -18,4 +18,5 @@ from .checkpoint import RNGState, UnsafeCheckpointError, find_checkpoints, load_
 from .ema import ema_decay_at, update_ema
 from .enums import AnomalyKeys, BiGANIterationEvents, BiGANKeys
 from .performance import amp_dtype, autocast_kwargs, channels_last_kwargs, compile_networks
+from .progress import progress_bar
 from .warnings import filter_framework_warnings

@@ -297,16 +297,6 @@ def _read(path: str | None) -> np.ndarray | None:
     return None if path is None else np.asanyarray(nib.load(path).dataobj)
 
 
-def _pooled_overlap(heatmap: np.ndarray, mask: np.ndarray, region: np.ndarray | None, threshold: float) -> np.ndarray:
-    """``(flagged & lesion, flagged, lesion)`` voxel counts of one volume at ``threshold`` (inside ``region``)."""
-    flagged = np.squeeze(np.asarray(heatmap)) > threshold
-    lesion = np.squeeze(np.asarray(mask)) > 0
-    if region is not None:
-        inside = np.squeeze(np.asarray(region)) > 0
-        flagged, lesion = flagged[inside], lesion[inside]
-    return np.array([np.sum(flagged & lesion), np.sum(flagged), np.sum(lesion)], dtype=np.int64)
-
-
 def compute_metrics(
     dataset_dir: str | os.PathLike,
     methods: Mapping[str, str | os.PathLike],
@@ -364,7 +354,6 @@ def compute_metrics(
         calibration_file = Path((calibration_files or {}).get(name, folder / "calibration.json"))
         calibration = ScoreCalibration.load(calibration_file) if calibration_file.is_file() else None
         voxel_threshold = None if calibration is None else calibration.voxel_threshold
-        overlap = np.zeros(3, dtype=np.int64)  # pooled (flagged & lesion, flagged, lesion) at voxel_threshold
         for entry in labelled:
             bar.update()
             row = rows.get(os.path.abspath(entry["image"]))
@@ -378,20 +367,15 @@ def compute_metrics(
                 heatmap, mask = _read(str(heatmap_file)), _read(entry["mask"]) > 0
                 region = None if "brainmask" not in entry else _read(entry["brainmask"]) > 0
                 voxels.add(heatmap, mask, region=region, lesion_threshold=voxel_threshold)
-                if voxel_threshold is not None:
-                    overlap += _pooled_overlap(heatmap, mask, region, voxel_threshold)
         threshold = None if calibration is None else calibration.threshold
         metrics: dict[str, Any] = image_level_metrics(scores, labels, threshold=threshold)
         metrics.update(num_failed=failed, threshold_source="validation" if threshold is not None else None)
         if voxels.num_pooled:
-            voxel = voxels.compute()
-            metrics.update(voxel)
+            voxel = voxels.compute(dice_threshold=voxel_threshold)
             if voxel_threshold is not None:
-                metrics["voxel_threshold_validation"] = voxel_threshold
-                both, flagged, lesion = (int(n) for n in overlap)
-                metrics["dice_at_validation_threshold"] = (
-                    1.0 if flagged + lesion == 0 else 2.0 * both / (flagged + lesion)
-                )
+                voxel["voxel_threshold_validation"] = voxel_threshold
+                voxel["dice_at_validation_threshold"] = voxel.pop("dice_at_threshold")
+            metrics.update(voxel)
         if name == primary:
             results[name] = metrics
         else:

@@ -300,3 +300,18 @@ def test_accumulator_invalid_inputs_raise():
         acc.compute()
     with pytest.raises(ValueError, match="max_voxels"):
         VoxelMetricAccumulator(max_voxels=0)
+
+
+def test_accumulator_dice_at_a_given_threshold_pools_all_volumes():
+    rng = np.random.default_rng(3)
+    heatmaps = [rng.random((6, 7, 5)) for _ in range(3)]
+    masks = [(h > 0.8).astype(np.uint8) for h in heatmaps]
+    masks[1][0, 0, 0] = 1 - masks[1][0, 0, 0]  # not trivially perfect
+    acc = VoxelMetricAccumulator()
+    for heatmap, mask in zip(heatmaps, masks):
+        acc.add(heatmap, mask)
+    pooled = dice_at_threshold(
+        np.concatenate([h.ravel() for h in heatmaps]), np.concatenate([m.ravel() for m in masks]), 0.6
+    )
+    assert acc.compute(dice_threshold=0.6)["dice_at_threshold"] == pytest.approx(pooled)
+    assert "dice_at_threshold" not in acc.compute()

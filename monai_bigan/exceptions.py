@@ -18,7 +18,7 @@ Each is also re-exported where it is raised, e.g. :py:class:`NonFiniteLossError`
 
 from __future__ import annotations
 
-__all__ = ["ModelMismatchError", "NonFiniteLossError"]
+__all__ = ["ModelMismatchError", "NonFiniteLossError", "TrainingLockedError"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -32,9 +32,21 @@ class NonFiniteLossError(RuntimeError):
 
 class ModelMismatchError(ValueError):
     """
-    A checkpoint whose networks do not fit the networks the config builds: it was trained with another ``mode``,
-    preset or network keys. The message is one line that names the file and says what to do.
+    Model files that do not belong together: a checkpoint whose networks do not fit the networks the config builds
+    (it was trained with another ``mode``, preset or network keys), or a calibration or residual statistics fitted for
+    other weights than the checkpoint holds (e.g. a training killed after it rewrote one of them). The message is one
+    line that names the files and says what to do.
 
     Raised by :py:func:`monai_bigan.bundle.load_trained_model` and, when resuming, by
     :py:class:`monai_bigan.handlers.ResumeHandler`.
+    """
+
+
+class TrainingLockedError(RuntimeError):
+    """
+    Another process holds the training lock of a bundle's ``models`` folder (a training or a recalibration is running
+    there). The message is one line naming that process (pid, host, start time, command) and the lock file.
+
+    Raised by :py:class:`monai_bigan.utils.TrainingLock`, which :py:class:`monai_bigan.workflows.TrainingRun` and
+    :py:class:`monai_bigan.workflows.Recalibration` take before they write anything.
     """

@@ -38,6 +38,7 @@ from .geometry import ModelGeometry, ScanMode
 from .loading import (
     EXPORTED_STATISTICS_FILE,
     TrainedModel,
+    check_model_identity,
     load_exported_model,
     load_state,
     load_trained_model,
@@ -53,6 +54,7 @@ __all__ = [
     "TrainedModel",
     "build_bigan",
     "bundle_config_parser",
+    "check_model_identity",
     "checkpoint_objects",
     "default_device",
     "default_num_workers",

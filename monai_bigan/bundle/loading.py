@@ -24,13 +24,20 @@ import torch
 from monai_bigan.exceptions import ModelMismatchError
 from monai_bigan.inferers import ResidualStatistics
 from monai_bigan.utils.calibration import ScoreCalibration
-from monai_bigan.utils.checkpoint import load_checkpoint, scoring_network_key
+from monai_bigan.utils.checkpoint import (
+    MODEL_IDENTITY_KEY,
+    calibration_model_record,
+    load_checkpoint,
+    scoring_network_key,
+    state_dict_digest,
+)
 
 from .scoring import ScoringSettings
 
 __all__ = [
     "EXPORTED_STATISTICS_FILE",
     "TrainedModel",
+    "check_model_identity",
     "load_exported_model",
     "load_state",
     "load_trained_model",
@@ -66,6 +73,110 @@ class TrainedModel:
     calibration: ScoreCalibration | None
     scoring: ScoringSettings
     checkpoint_file: Path
+
+
+#: what to run when a calibration or statistics do not belong to the weights, for the messages
+REFIT_HINT = (
+    "resume the training that wrote them to finish it (re-run the same python -m monai.bundle run training command), "
+    "or refit the calibration and statistics for this model (python -m monai.bundle run calibrating --config_file "
+    "bundles/bigan/train.json, with the same --bundle_root, preset and keys)"
+)
+
+
+def _describe(record: Mapping[str, Any]) -> str:
+    """``epoch 6 of training run 3fa2c1d09e2b (weights 1a2b3c4d5e6f)``, from an identity record."""
+    epoch = "an unknown epoch" if record.get("epoch") is None else f"epoch {record['epoch']}"
+    run = f" of training run {record['run_id']}" if record.get("run_id") else ""
+    return f"{epoch}{run} (weights {str(record.get('weights_sha256'))[:12]})"
+
+
+def _checkpoint_identity(checkpoint: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The identity of the weights ``checkpoint[key]``: their digest, and the epoch and run id when recorded."""
+    stored = checkpoint.get(MODEL_IDENTITY_KEY) or {}
+    trainer = checkpoint.get("trainer") or {}
+    return {
+        "weights_sha256": state_dict_digest(checkpoint[key]),
+        "epoch": stored.get("epoch", trainer.get("epoch")),
+        "run_id": stored.get("run_id"),
+    }
+
+
+def _check_identity(
+    checkpoint: Mapping[str, Any],
+    checkpoint_file: Path,
+    key: str,
+    statistics: bool,
+    calibration: ScoreCalibration | None,
+    calibration_file: str | os.PathLike | None,
+) -> None:
+    """
+    Refuse residual statistics (in the checkpoint, checked when ``statistics``) or a calibration fitted for other
+    weights than ``checkpoint[key]``; files written without an identity (older versions) only get a warning.
+    """
+    model = _checkpoint_identity(checkpoint, key)
+    if statistics and "residual_statistics" in checkpoint:
+        fitted_for = (checkpoint.get(MODEL_IDENTITY_KEY) or {}).get("statistics_fitted_for")
+        if fitted_for is None:
+            logger.warning(
+                f"{checkpoint_file} does not record which weights its residual statistics were fitted for (written by "
+                "an older version): they cannot be checked against its weights."
+            )
+        elif fitted_for.get("weights_sha256") != model["weights_sha256"]:
+            raise ModelMismatchError(
+                f"{checkpoint_file}: its residual statistics were fitted for {_describe(fitted_for)}, not for the "
+                f"{key!r} weights it holds ({_describe(model)}): {REFIT_HINT}."
+            )
+    if calibration is None:
+        return
+    recorded = calibration_model_record(calibration)
+    if recorded is None:
+        logger.warning(
+            f"{calibration_file} does not record which model it was fitted for (written by an older version): it "
+            f"cannot be checked against {checkpoint_file}."
+        )
+        return
+    if recorded.get("weights_sha256") != model["weights_sha256"]:
+        raise ModelMismatchError(
+            f"{calibration_file} was fitted for {_describe(recorded)}, but {checkpoint_file} holds "
+            f"{_describe(model)}, e.g. after a training was killed between writing the two: {REFIT_HINT}."
+        )
+    stored = recorded.get("statistics_sha256")
+    if statistics and stored is not None and "residual_statistics" in checkpoint:
+        if state_dict_digest(checkpoint["residual_statistics"]) != stored:
+            raise ModelMismatchError(
+                f"{calibration_file} was fitted with other residual statistics than those in {checkpoint_file} (both "
+                f"for {_describe(model)}), e.g. after a recalibration was killed before it stored them: {REFIT_HINT}."
+            )
+
+
+def check_model_identity(
+    checkpoint_file: str | os.PathLike,
+    calibration_file: str | os.PathLike | None = None,
+    checkpoint_key: str = "ema_network",
+    statistics: bool = True,
+) -> None:
+    """
+    Check that the residual statistics in ``checkpoint_file`` and the calibration in ``calibration_file`` were fitted
+    for the weights the checkpoint holds (see :py:class:`monai_bigan.utils.ModelIdentity`), as
+    :py:func:`load_trained_model` does, without building the network.
+
+    Args:
+        checkpoint_file: ``models/model.pt`` of a training.
+        calibration_file: ``models/calibration.json``, or None to check the statistics only.
+        checkpoint_key: the checkpoint entry scored with (``"network"`` for a model trained without EMA).
+        statistics: check the residual statistics (they are only used with heatmap normalization).
+
+    Raises:
+        FileNotFoundError: a file does not exist.
+        ModelMismatchError: the statistics or the calibration belong to other weights; one line naming the files and
+            saying what to run.
+    """
+    checkpoint = load_checkpoint(checkpoint_file, map_location="cpu")
+    key = scoring_network_key(checkpoint, checkpoint_key)
+    if key not in checkpoint:
+        raise KeyError(f"{checkpoint_file}: no {key!r} entry to score with (it holds {sorted(checkpoint)}).")
+    calibration = None if calibration_file is None else ScoreCalibration.load(calibration_file)
+    _check_identity(checkpoint, Path(checkpoint_file), key, statistics, calibration, calibration_file)
 
 
 #: fewer healthy validation scans than this make percentiles and the flag threshold coarse
@@ -143,6 +254,10 @@ def load_trained_model(
       into ``statistics`` (built from ``scoring`` when None).
     - With a ``calibration_file``, the calibration is read and ``scoring`` is compared with the settings it was fitted
       with (a warning names each difference).
+    - The residual statistics (with normalization) and the calibration must have been fitted for the weights loaded:
+      each records the identity of its model (:py:class:`monai_bigan.utils.ModelIdentity`), and files that belong to
+      another epoch or run are refused, e.g. after a continuation killed between rewriting the calibration and
+      writing ``model.pt``. Files written by older versions, without an identity, get a warning.
 
     Args:
         checkpoint_file: ``models/model.pt`` of a training.
@@ -156,7 +271,8 @@ def load_trained_model(
     Raises:
         FileNotFoundError: the checkpoint or the calibration file does not exist (the message says how to make it).
         KeyError: the checkpoint has no weights to score with, or no statistics while normalization is on.
-        ModelMismatchError: the weights do not fit ``network``.
+        ModelMismatchError: the weights do not fit ``network``, or the statistics or the calibration were fitted for other
+            weights (the message names the files and what to run).
 
     Example::
 
@@ -186,6 +302,7 @@ def load_trained_model(
     statistics, calibration = _statistics_and_calibration(
         scoring, lambda: checkpoint["residual_statistics"], statistics, calibration_file, map_location
     )
+    _check_identity(checkpoint, checkpoint_file, key, scoring.heatmap_normalize, calibration, calibration_file)
     logger.info(f"loaded {checkpoint_file} ({key})")
     return TrainedModel(
         network=network,

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from .batch import RECORDS_DIRNAME, InferenceBatch, OutputLayout, open_inference_batch
 from .datalist import DATALIST_FILENAME, PATH_KEYS, list_images, load_datalist
 from .guarded import GuardedDataset, describe_error
 from .inputs import inference_datalist, prepare_output_dir
+from .outputs import IMAGE_EXTENSIONS, MANIFEST_FILENAME, OutputNames, data_root, output_stem
 from .preflight import preflight_check
+from .samplers import DistributedShareSampler
 
 __all__ = [
     "DATALIST_FILENAME",
@@ -28,6 +31,16 @@ __all__ = [
     "describe_error",
     "inference_datalist",
     "prepare_output_dir",
+    "IMAGE_EXTENSIONS",
+    "MANIFEST_FILENAME",
+    "RECORDS_DIRNAME",
+    "InferenceBatch",
+    "OutputLayout",
+    "OutputNames",
+    "data_root",
+    "open_inference_batch",
+    "output_stem",
+    "DistributedShareSampler",
     "preflight_check",
     "DEMO_FORMAT_VERSION",
     "DEMO_INFO_FILENAME",

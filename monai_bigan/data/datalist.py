@@ -167,23 +167,29 @@ def _has_suffix(name: str, suffixes: Iterable[str]) -> bool:
     return any(lower.endswith(s) for s in suffixes)
 
 
-def _is_dicom(path: str) -> bool:
-    """Whether ``path`` is a DICOM file (DICM preamble), without raising on unreadable files."""
+def _is_dicom(path: str) -> bool | None:
+    """Whether ``path`` is a DICOM file (DICM preamble); None when it cannot be read (broken link, no permission)."""
     from pydicom.misc import is_dicom  # imported here: pydicom is only needed for folders of DICOM files
 
     try:
         return bool(is_dicom(path))
     except OSError:
-        return False
+        return None
 
 
 def list_images(folder: str | os.PathLike) -> list[dict]:
     """
     List the scorable images of a folder that has no ``datalist.json``.
 
-    The folder is searched recursively; hidden files and folders (name starting with ``"."``) are skipped. An image
-    is a NIfTI file (``.nii``, ``.nii.gz``), a PNG file, or a DICOM series folder: a folder that directly contains
-    DICOM files (detected from their content with ``pydicom.misc.is_dicom``, whatever their names).
+    The folder is searched recursively, following links to folders (each folder once, so link loops end); hidden
+    files and folders (name starting with ``"."``) are skipped. An image is a NIfTI file (``.nii``, ``.nii.gz``), a
+    PNG file, or a DICOM series folder: a folder that directly contains DICOM files (detected from their content with
+    ``pydicom.misc.is_dicom``, whatever their names).
+
+    Whatever may be a scan but cannot be read is listed too, so that it becomes one error row of the run instead of
+    stopping the listing or silently disappearing: a folder that cannot be read, a file that cannot be read (broken
+    or looping link, no permission) in a folder that holds no readable DICOM file (in a DICOM series folder the series
+    check reports it), and a folder named like an image file (``scan.nii.gz/``).
 
     Args:
         folder: the folder to search.
@@ -207,21 +213,48 @@ def list_images(folder: str | os.PathLike) -> list[dict]:
         raise NotADirectoryError(f"{str(root)!r} is not a folder.")
     root = Path(os.path.abspath(root))
 
-    images: list[str] = []
-    for current, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        is_series = False
+    image_suffixes = _NIFTI_SUFFIXES + _PNG_SUFFIXES
+    images: set[str] = set()
+    # real paths of the folders to walk: a link to a folder already listed, or a link loop, is walked no more
+    real_root = os.path.realpath(root)
+    queued = {real_root}
+
+    def unreadable_folder(error: OSError) -> None:
+        # os.walk skips a folder it cannot list: keep it, its check names the problem
+        if error.filename is not None:
+            images.add(os.path.normpath(os.fspath(error.filename)))
+
+    for current, dirs, files in os.walk(root, onerror=unreadable_folder, followlinks=True):
+        kept = []
+        # real folders before links to them, so that a folder is listed under its own path
+        for name in sorted(dirs, key=lambda d: os.path.islink(os.path.join(current, d))):
+            real = os.path.realpath(os.path.join(current, name))
+            # a link to a folder above the root would walk the root again, and everything beside it
+            above_root = real_root == real or real_root.startswith(real.rstrip(os.sep) + os.sep)
+            if not name.startswith(".") and real not in queued and not above_root:
+                queued.add(real)
+                kept.append(name)
+        dirs[:] = kept
+        images.update(os.path.join(current, d) for d in dirs if _has_suffix(d, image_suffixes))
+        is_series, unreadable = False, []
         for name in files:
             if name.startswith("."):
                 continue
             path = os.path.join(current, name)
-            if _has_suffix(name, _NIFTI_SUFFIXES + _PNG_SUFFIXES):
-                images.append(path)
-            elif not is_series and os.path.isfile(path) and _is_dicom(path):
-                # one DICOM file is enough: the folder is read as one series
-                is_series = True
+            if _has_suffix(name, image_suffixes):
+                images.add(path)
+                continue
+            if os.path.exists(path) and not os.path.isfile(path):
+                continue  # a socket or pipe is no scan, and opening a pipe would block
+            dicom = _is_dicom(path) if not is_series else False
+            if dicom is None:
+                unreadable.append(path)
+            is_series = is_series or bool(dicom)
         if is_series:
-            images.append(os.path.normpath(current))
+            # one DICOM file is enough: the folder is read as one series, whose check reports unreadable files
+            images.add(os.path.normpath(current))
+        else:
+            images.update(unreadable)
 
     if not images:
         raise ValueError(

@@ -25,11 +25,13 @@ SOURCE_KEY = "source"
 
 def describe_error(exc: BaseException, source: str) -> str:
     """
-    One readable line for ``exc``: the innermost cause (MONAI wraps transform errors in "applying transform ..."
-    runtime errors), prefixed with ``source`` unless the message already names it.
+    One readable line for ``exc``, prefixed with ``source`` unless the message already names it: the first error of
+    the cause chain whose message names ``source`` (a check's message, written for the user, over the library error
+    it was raised from), else the innermost cause (MONAI wraps transform errors in "applying transform ..." runtime
+    errors).
     """
     root = exc
-    while root.__cause__ is not None:
+    while root.__cause__ is not None and source not in str(root):
         root = root.__cause__
     message = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
     if type(root).__name__ not in ("InvalidImageError", "ValueError", "RuntimeError"):

@@ -17,10 +17,15 @@ from typing import Any
 
 import torch
 from monai.engines import SupervisedEvaluator
+from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_bigan.data.guarded import ERROR_KEY, SOURCE_KEY, describe_error
 
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+
 __all__ = ["AnomalyEvaluator"]
+
+logger = logging.getLogger(__name__)
 
 
 def _sources(batchdata: Any, image_key: str) -> list[str]:
@@ -40,8 +45,13 @@ class AnomalyEvaluator(SupervisedEvaluator):
     ``SupervisedEvaluator`` for anomaly scoring that survives bad inputs: items that
     :py:class:`monai_bigan.data.GuardedDataset` could not load, and items whose inference or post-processing
     (inversion, writing, ...) raises, become outputs ``{"error": message, "source": path}`` and the run goes on.
-    Handlers such as :py:class:`monai_bigan.handlers.AnomalyReportHandler` write them as error rows. All arguments are
-    those of ``SupervisedEvaluator``, plus:
+    Handlers such as :py:class:`monai_bigan.handlers.AnomalyReportHandler` write them as error rows.
+
+    A run with nothing to score (a resumed batch whose inputs are all done, or a distributed rank without a share)
+    still starts and completes: its ``STARTED`` and ``COMPLETED`` handlers run, so the report is rebuilt and every rank
+    reaches the report's barrier (MONAI's ``Workflow.run`` would return without any event).
+
+    All arguments are those of ``SupervisedEvaluator``, plus:
 
     Args:
         catch_errors: turn per-item failures into error outputs (default); False re-raises them.
@@ -53,6 +63,15 @@ class AnomalyEvaluator(SupervisedEvaluator):
         self.catch_errors = catch_errors
         self.image_key = image_key
         self.error_logger = logging.getLogger(__name__)
+
+    def run(self, global_epoch: int = 1) -> None:  # type: ignore[override]
+        """Score every item of the data loader; with none, only fire ``STARTED`` and ``COMPLETED``."""
+        if self.state.epoch_length == 0:
+            logger.info("nothing to score in this run.")
+            self.fire_event(Events.STARTED)
+            self.fire_event(Events.COMPLETED)
+            return
+        super().run(global_epoch)
 
     def _iteration(self, engine: SupervisedEvaluator, batchdata: dict[str, torch.Tensor]) -> Any:
         if isinstance(batchdata, dict) and ERROR_KEY in batchdata:

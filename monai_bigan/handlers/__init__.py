@@ -13,19 +13,21 @@
 from __future__ import annotations
 
 from .calibration import CalibrationHandler
-from .checkpoint import AtomicCheckpointSaver, ResumeHandler
+from .checkpoint import AtomicCheckpointSaver, BestMetricState, ResumeHandler
 from .distributed import DistributedResumeHandler
 from .health import TrainingCollapseError, TrainingHealthMonitor
 from .progress import TrainingProgress, progress_bar
-from .report import AnomalyReportHandler
+from .report import REPORT_COLUMNS, AnomalyReportHandler
 from .residual_statistics import ResidualStatisticsHandler
 
 __all__ = [
     "AnomalyReportHandler",
     "AtomicCheckpointSaver",
+    "BestMetricState",
     "CalibrationHandler",
     "DistributedResumeHandler",
     "ResidualStatisticsHandler",
+    "REPORT_COLUMNS",
     "ResumeHandler",
     "TrainingCollapseError",
     "TrainingHealthMonitor",

@@ -21,6 +21,7 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_bigan.utils.calibration import ScoreCalibration
+from monai_bigan.utils.checkpoint import CALIBRATION_MODEL_KEY, ModelIdentity
 from monai_bigan.utils.enums import AnomalyKeys
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -53,6 +54,10 @@ class CalibrationHandler:
         max_voxels_per_scan: cap on the residual samples kept per scan, to bound memory on large volumes.
         scoring: the scoring settings of the evaluator (:py:class:`monai_bigan.bundle.ScoringSettings`), recorded in
             the calibration so that inference can warn when it scores differently.
+        model_identity: the :py:class:`monai_bigan.utils.ModelIdentity` of the scored model; its record (digests of the
+            scoring weights and of the residual statistics, epoch, run id) is stored with the scoring settings (entry
+            ``"model"``), so that :py:func:`monai_bigan.bundle.load_trained_model` refuses a calibration fitted for
+            another model. None records nothing (e.g. for the baselines).
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class CalibrationHandler:
         label_key: str = "label",
         max_voxels_per_scan: int = 200_000,
         scoring: Any = None,
+        model_identity: ModelIdentity | None = None,
     ) -> None:
         self.calibration_file = calibration_file
         self.target_fpr = target_fpr
@@ -76,6 +82,7 @@ class CalibrationHandler:
         self.label_key = label_key
         self.max_voxels_per_scan = max_voxels_per_scan
         self.scoring = scoring
+        self.model_identity = model_identity
         self.logger = logging.getLogger(__name__)
         self.calibration: ScoreCalibration | None = None
         self._reset()
@@ -108,6 +115,15 @@ class CalibrationHandler:
                     values = rng.choice(values, self.max_voxels_per_scan, replace=False)
                 self._residuals.append(values)
 
+    def _scoring_record(self) -> Any:
+        """The scoring settings to record, with the identity of the model when there is one."""
+        if self.model_identity is None:
+            return self.scoring
+        scoring = self.scoring
+        record = dict(scoring.to_dict() if hasattr(scoring, "to_dict") else (scoring or {}))
+        record[CALIBRATION_MODEL_KEY] = self.model_identity.record()
+        return record
+
     def epoch_completed(self, engine: Engine) -> None:
         if not self._scores:
             self.logger.warning("no validation scores collected; calibration not written.")
@@ -119,7 +135,7 @@ class CalibrationHandler:
                 self._residuals,
                 target_fpr=self.target_fpr,
                 voxel_fpr=self.voxel_fpr,
-                scoring=self.scoring,
+                scoring=self._scoring_record(),
             )
         except ValueError as e:
             self.logger.warning(f"calibration not written: {e}")
@@ -131,7 +147,9 @@ class CalibrationHandler:
             if cal.threshold_f1 is None
             else f", F1-optimal threshold {cal.threshold_f1:.4g} (F1 {cal.f1_at_threshold_f1:.3f})"
         )
+        # no voxel threshold without healthy residuals (outputs without image or maps)
+        voxel = "none" if cal.voxel_threshold is None else f"{cal.voxel_threshold:.4g}"
         self.logger.info(
             f"calibration from {len(cal.healthy_scores)} healthy validation scans: threshold {cal.threshold:.4g} "
-            f"at {cal.target_fpr:.0%} FPR, voxel threshold {cal.voxel_threshold:.4g}{f1} -> {self.calibration_file}"
+            f"at {cal.target_fpr:.0%} FPR, voxel threshold {voxel}{f1} -> {self.calibration_file}"
         )

@@ -9,8 +9,9 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """
-Crash-safe checkpointing: a ``CheckpointSaver`` whose files are written atomically, and a handler that resumes
-training from the newest complete epoch checkpoint.
+Crash-safe checkpointing: a ``CheckpointSaver`` whose files are written atomically (and whose rotation never leaves
+no checkpoint), a handler that resumes training from the newest complete epoch checkpoint, and the best-metric state
+that a resume restores with it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +43,10 @@ else:
         "ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver", as_type="base"
     )
 
-__all__ = ["AtomicCheckpointSaver", "ResumeHandler"]
+__all__ = ["AtomicCheckpointSaver", "BestMetricState", "ResumeHandler"]
+
+#: ``.<target>.<random>.tmp``, the temporary file of an atomic write (``monai_bigan.io.atomic.atomic_path``)
+_TEMPORARY = re.compile(r"\.(.+)\.[^.]+\.tmp")
 
 
 class _AtomicDiskSaver(DiskSaver):
@@ -49,17 +54,26 @@ class _AtomicDiskSaver(DiskSaver):
     Ignite ``DiskSaver`` that writes each checkpoint to a hidden temporary file in the same folder, flushes it to disk
     and renames it onto the target, with the permissions of any other new file. An optional fixed ``filename``
     replaces Ignite's generated name, as in MONAI's ``CheckpointSaver``.
+
+    Ignite's ``Checkpoint`` removes the checkpoint that rotates out *before* writing the new one; here removals wait
+    until the next checkpoint has been renamed into place, so that a process killed in between still leaves a
+    complete checkpoint. A removal of the file being written (a fixed ``filename`` such as ``model.pt``) is dropped:
+    the rename replaces it.
     """
 
     def __init__(self, dirname: str | os.PathLike, filename: str | None = None) -> None:
         super().__init__(dirname=dirname, atomic=True, require_empty=False)
         self.filename = filename
+        self.pending_removals: list[str] = []
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         super().__call__(checkpoint, self.filename or filename, metadata)
 
     def remove(self, filename: str) -> None:
-        super().remove(self.filename or filename)
+        """Remove ``filename`` after the next successful save (see the class docstring)."""
+        name = self.filename or filename
+        if name not in self.pending_removals:
+            self.pending_removals.append(name)
 
     def _save_func(self, checkpoint: Mapping, path: Path, func: Callable) -> None:
         with atomic_path(path, suffix=".tmp") as tmp:
@@ -69,6 +83,11 @@ class _AtomicDiskSaver(DiskSaver):
                 os.fsync(fd)  # the rename must not reach the disk before the data
             finally:
                 os.close(fd)
+        # the new checkpoint is in place: only now may the one it replaces go
+        for name in self.pending_removals:
+            if name != path.name:
+                Path(self.dirname, name).unlink(missing_ok=True)
+        self.pending_removals.clear()
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
@@ -77,6 +96,9 @@ class AtomicCheckpointSaver(CheckpointSaver):
     file in ``save_dir`` and renamed onto its name only when complete, so a process killed while saving leaves the
     previous checkpoint intact instead of a truncated file. MONAI uses Ignite's non-atomic ``DiskSaver`` because
     Ignite's atomic mode leaves files readable by their owner only; here the files get the usual ``0o666 & ~umask``.
+
+    The ``n_saved`` rotation removes a checkpoint only after the one that replaces it has been renamed into place
+    (Ignite removes it first), so a kill at any moment leaves at least one complete epoch checkpoint.
 
     When training stops on a :py:class:`monai_bigan.engines.NonFiniteLossError`, the final checkpoint is not written,
     so the last checkpoint on disk keeps finite weights.
@@ -107,9 +129,11 @@ class ResumeHandler:
     At ``Events.STARTED`` the checkpoints matching ``pattern`` are tried from the largest epoch down; a file that cannot
     be loaded (e.g. truncated) is skipped with a warning. The first one that loads (``torch.load(weights_only=True)``)
     restores every object of ``load_dict`` through ``ignite.handlers.Checkpoint.load_objects``: networks, optimizers,
-    the trainer (epoch, iteration, gradient scalers) and, when present, a :py:class:`monai_bigan.utils.RNGState`. The
-    engine's ``max_epochs`` stays the one it was configured with, so a longer run can continue a shorter one. When the
-    checkpoint already reached ``max_epochs``, the run logs that training is complete and trains nothing.
+    the trainer (epoch, iteration, gradient scalers) and, when present, a :py:class:`monai_bigan.utils.RNGState`, a
+    :py:class:`BestMetricState` and a :py:class:`monai_bigan.utils.ModelIdentity` (a checkpoint of an older version
+    without them is loaded with a warning, those objects keeping their state). The engine's ``max_epochs`` stays the
+    one it was configured with, so a longer run can continue a shorter one. When the checkpoint already reached
+    ``max_epochs``, the run logs that training is complete and trains nothing.
 
     Args:
         ckpt_dir: folder of the checkpoints.
@@ -124,8 +148,12 @@ class ResumeHandler:
         name: logger name; default the engine's logger.
 
     With ``enabled=False`` the epoch checkpoints already in ``ckpt_dir`` are deleted at the start, so that a later
-    resume cannot pick up a checkpoint of the abandoned run. In both cases the hidden temporary files of checkpoint
-    writes interrupted by a kill (``.<name>.pt.<random>.tmp``, see :py:class:`AtomicCheckpointSaver`) are deleted.
+    resume cannot pick up a checkpoint of the abandoned run.
+
+    In both cases the hidden temporary files that a kill left in ``ckpt_dir`` (``.<name>.<random>.tmp``, see
+    :py:class:`AtomicCheckpointSaver`) are dealt with first, each with a log line: a complete checkpoint (one that
+    loads) whose target is missing was killed between its write and its rename, and is renamed into place; any other
+    one (incomplete, or superseded by an existing target, or an interrupted ``calibration.json`` write) is deleted.
 
     Example::
 
@@ -165,7 +193,7 @@ class ResumeHandler:
 
     def __call__(self, engine: Engine) -> None:
         """Load the newest complete checkpoint into the objects of ``load_dict``, if enabled and one exists."""
-        self._remove_stale_temporaries()
+        self._recover_interrupted_writes()
         candidates = find_checkpoints(self.ckpt_dir, self.pattern)
         if not self.enabled:
             for _, path in candidates:
@@ -191,19 +219,50 @@ class ResumeHandler:
             return
         self.logger.warning(f"no loadable checkpoint in {self.ckpt_dir}: training starts from scratch.")
 
-    def _remove_stale_temporaries(self) -> None:
-        """Delete the temporary files of atomic checkpoint writes that a killed process left behind."""
-        for path in glob.glob(os.path.join(glob.escape(os.fspath(self.ckpt_dir)), ".*.pt.*.tmp")):
-            self.logger.info(f"removing {path}, left by an interrupted checkpoint write.")
-            os.remove(path)
+    def _recover_interrupted_writes(self) -> None:
+        """Finish or discard the atomic writes that a killed process left as temporary files (see the docstring)."""
+        folder = glob.escape(os.fspath(self.ckpt_dir))
+        for path in sorted(
+            glob.glob(os.path.join(folder, ".*.pt.*.tmp")) + glob.glob(os.path.join(folder, ".*.json.*.tmp"))
+        ):
+            match = _TEMPORARY.fullmatch(os.path.basename(path))
+            if match is None:  # not the name of an atomic write's temporary file
+                continue
+            target = os.path.join(os.path.dirname(path), match.group(1))
+            if not target.endswith(".pt"):
+                self.logger.info(f"removing {path}, left by an interrupted write of {target}.")
+                os.remove(path)
+                continue
+            try:
+                load_checkpoint(path, map_location="cpu")
+            except Exception as e:
+                self.logger.info(
+                    f"removing {path}, an incomplete checkpoint left by an interrupted write ({type(e).__name__})."
+                )
+                os.remove(path)
+                continue
+            if os.path.exists(target):
+                self.logger.info(f"removing {path}, a complete but superseded write of {target}, which is kept.")
+                os.remove(path)
+            else:
+                os.replace(path, target)
+                self.logger.warning(
+                    f"recovered {target} from {path}: it was complete but not yet renamed when the process was killed."
+                )
 
     def _adopt(self, epoch: int, candidates: list[tuple[int, str]]) -> None:
-        """Hand the existing epoch checkpoints up to ``epoch`` to the saver's rotation (oldest first)."""
+        """
+        Hand the existing epoch checkpoints up to ``epoch`` to the saver's rotation: the newest ``n_saved`` are kept,
+        the older ones are removed once the next checkpoint is written.
+        """
         interval = getattr(self.saver, "_interval_checkpoint", None)
         if interval is None:
             return
         saved = [(n, os.path.basename(p)) for n, p in sorted(candidates) if n <= epoch]
-        interval.load_state_dict({"_saved": saved})
+        keep = len(saved) if interval.n_saved is None else interval.n_saved
+        interval.load_state_dict({"_saved": saved[-keep:]})
+        for _, name in saved[:-keep]:
+            interval.save_handler.remove(name)
 
     def _restore(self, engine: Engine, checkpoint: Mapping, path: str) -> None:
         max_epochs, epoch_length = engine.state.max_epochs, engine.state.epoch_length
@@ -243,3 +302,55 @@ class ResumeHandler:
                 f"training is already complete: the checkpoint reached max_epochs={max_epochs}; nothing to train "
                 "(pass a larger max_epochs to continue, or resume=false to start over)."
             )
+
+
+class BestMetricState:
+    """
+    The best-metric record of a validation evaluator and of the ``CheckpointSaver`` that keeps its best checkpoint, as
+    an object with ``state_dict()`` / ``load_state_dict()`` to save in the epoch checkpoints beside the networks.
+
+    MONAI keeps the best key metric so far in the evaluator's ``state.best_metric`` / ``state.best_metric_epoch``, and
+    the key-metric saver remembers the score of the checkpoint it wrote (e.g. ``model_best.pt``). Neither is in a
+    checkpoint, so after a resume the first validation would count as the best so far and could overwrite the best
+    checkpoint with a worse model. Restored with the rest on resume, the comparison continues where it stopped.
+
+    Args:
+        evaluator: the validation evaluator (a MONAI ``Workflow`` with a key metric).
+        saver: the ``CheckpointSaver`` with ``save_key_metric=True`` attached to ``evaluator``, or None.
+
+    Example::
+
+        best = BestMetricState(evaluator, best_saver)
+        CheckpointSaver(save_dir, {"network": net, "trainer": trainer, "best": best}, save_interval=1)
+    """
+
+    def __init__(self, evaluator: Engine, saver: CheckpointSaver | None = None) -> None:
+        self.evaluator = evaluator
+        self.saver = saver
+
+    def _key_metric_checkpoint(self) -> Any:
+        return getattr(self.saver, "_key_metric_checkpoint", None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The best metric and its epoch, and the ``(score, file name)`` records of the key-metric saver."""
+        state = self.evaluator.state
+        try:
+            best = float(getattr(state, "best_metric", -1))
+        except (TypeError, ValueError):  # a non-scalar key metric is never compared
+            best = -1.0
+        record: dict[str, Any] = {
+            "best_metric": best,
+            "best_metric_epoch": int(getattr(state, "best_metric_epoch", -1)),
+        }
+        checkpoint = self._key_metric_checkpoint()
+        if checkpoint is not None:
+            record["key_metric_saved"] = [[float(p), str(f)] for p, f in checkpoint.state_dict()["_saved"]]
+        return record
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore :py:meth:`state_dict` into the evaluator's state and the saver."""
+        self.evaluator.state.best_metric = float(state_dict["best_metric"])
+        self.evaluator.state.best_metric_epoch = int(state_dict["best_metric_epoch"])
+        checkpoint = self._key_metric_checkpoint()
+        if checkpoint is not None and "key_metric_saved" in state_dict:
+            checkpoint.load_state_dict({"_saved": [(p, f) for p, f in state_dict["key_metric_saved"]]})

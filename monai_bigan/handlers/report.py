@@ -8,7 +8,10 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Handler that writes one row per scored input to ``scores.csv`` and ``scores.json``."""
+"""
+Handler that writes one row per scored input to ``scores.csv`` and ``scores.json``: from the run's rows, or, for an
+:py:class:`monai_bigan.data.InferenceBatch`, from the completion records of all the batch's inputs.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import io
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +29,9 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_bigan.data.batch import InferenceBatch
 from monai_bigan.data.guarded import ERROR_KEY, SOURCE_KEY
+from monai_bigan.data.outputs import output_stem
 from monai_bigan.io.atomic import atomic_write_text
 from monai_bigan.utils.enums import AnomalyKeys
 
@@ -37,8 +43,10 @@ else:
 
 __all__ = ["AnomalyReportHandler", "REPORT_COLUMNS"]
 
+#: columns of the report; ``output`` is the stem of the input's output files (``<output>_heatmap.nii.gz``, ...)
 REPORT_COLUMNS = (
     "input",
+    "output",
     "score",
     "score_residual",
     "score_discriminator",
@@ -85,47 +93,80 @@ class AnomalyReportHandler:
     """
     Collects, for every input of an anomaly-scoring evaluator, the score, its components, percentile among healthy
     scans, flag, threshold and most anomalous slice, or the error that stopped it, and writes ``<name>.csv`` and
-    ``<name>.json`` atomically into ``output_dir`` when the run completes (and, with what it has, if it fails).
+    ``<name>.json`` atomically into ``output_dir`` when the run completes. A run that fails leaves an earlier report
+    as it was.
+
+    With a ``batch`` (:py:class:`monai_bigan.data.InferenceBatch`), each input's row is also written, right after its
+    outputs, as its completion record (with the output files it wrote), and the report is rebuilt at the end from the
+    records of all the batch's inputs, in their order: those scored in this run and those a resumed run skipped. Under
+    ``torch.distributed`` every rank records its share, then after a barrier rank 0 alone writes the report, each
+    input once (an input without a record gets an error row).
 
     Args:
-        output_dir: folder of the report.
-        name: file name stem of the report.
+        output_dir: folder of the report (default: the batch's output folder).
+        name: file name stem of the report (default: the batch's ``report_name``, else ``"scores"``).
         image_key: key of the preprocessed image (its metadata names the input).
         heatmap_key: key of a map in the input's own space (the inverted ``slice_map`` of ``AnomalyScored``, or a
             heatmap) whose largest axial slice mean is reported as the most anomalous slice; when absent the slice
             index of the scoring space is reported.
+        batch: the batch whose inputs are scored: records each input and reports them all.
+
+    Attributes:
+        rows: the report rows: this run's, or after the run with a batch, those of the whole batch (on rank 0).
+        num_scored: inputs scored (or failed) in this run, by this process.
     """
 
     def __init__(
         self,
-        output_dir: str | os.PathLike,
-        name: str = "scores",
+        output_dir: str | os.PathLike | None = None,
+        name: str | None = None,
         image_key: str = "image",
         heatmap_key: str = "slice_map",
+        batch: InferenceBatch | None = None,
     ) -> None:
-        self.output_dir = Path(output_dir)
-        self.name = name
+        if output_dir is None and batch is None:
+            raise ValueError("AnomalyReportHandler needs an output_dir or a batch.")
+        self.batch = batch
+        self.output_dir = Path(output_dir) if output_dir is not None else batch.output_dir  # type: ignore[union-attr]
+        self.name = name or (batch.report_name if batch is not None else "scores")
         self.image_key = image_key
         self.heatmap_key = heatmap_key
         self.rows: list[dict[str, Any]] = []
+        self.num_scored = 0
         self.logger = logging.getLogger(__name__)
 
+    @property
+    def report_file(self) -> Path:
+        """The CSV report."""
+        return self.output_dir / f"{self.name}.csv"
+
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, lambda _: self.rows.clear())
+        engine.add_event_handler(Events.STARTED, self.started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
         engine.add_event_handler(Events.COMPLETED, self.write)
         engine.add_event_handler(Events.EXCEPTION_RAISED, self.exception_raised)
+
+    def started(self, engine: Engine | None = None) -> None:
+        """Forget the rows of an earlier run."""
+        self.rows.clear()
+        self.num_scored = 0
 
     @property
     def num_failed(self) -> int:
         """Number of inputs that could not be scored."""
         return sum(row["status"] != "ok" for row in self.rows)
 
+    def _output(self, source: str) -> str:
+        if self.batch is not None:
+            return self.batch.stem(source) if source in self.batch.names else ""
+        return output_stem(source) if not source.startswith("<") else ""
+
     def iteration_completed(self, engine: Engine) -> None:
         outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
         for item in outputs:
             row: dict[str, Any] = dict.fromkeys(REPORT_COLUMNS, "")
             row["input"] = _source(item, self.image_key)
+            row["output"] = self._output(row["input"])
             if ERROR_KEY in item:
                 row.update(status="error", message=str(item[ERROR_KEY]))
             else:
@@ -138,37 +179,78 @@ class AnomalyReportHandler:
                     row["worst_slice"] = _scalar(item[AnomalyKeys.WORST_SLICE])
                 row["status"] = "ok"
             self.rows.append(row)
+            self.num_scored += 1
+            if self.batch is not None:
+                # after all the outputs of the input: its record says it is complete
+                self.batch.write_record(row, self.batch.take_outputs(row["input"]))
+
+    def batch_rows(self) -> list[dict[str, Any]]:
+        """The report rows of every input of the batch, from their completion records, in the batch's order."""
+        if self.batch is None:
+            raise ValueError("batch_rows needs the handler's batch.")
+        rows = []
+        for source, record in zip(self.batch.names.sources, self.batch.records()):
+            row: dict[str, Any] = dict.fromkeys(REPORT_COLUMNS, "")
+            if record is None:
+                row.update(
+                    input=source,
+                    output=self.batch.stem(source),
+                    status="error",
+                    message=f"{source}: no result was recorded (the run stopped before scoring it, or the output "
+                    "folder is not shared by all the processes of the run).",
+                )
+            else:
+                row.update(record.get("row") or {})
+            rows.append(row)
+        return rows
 
     def write(self, engine: Engine | None = None) -> None:
-        """Write the CSV and JSON reports."""
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=REPORT_COLUMNS)
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write_text(self.output_dir / f"{self.name}.csv", buffer.getvalue())
-        atomic_write_text(self.output_dir / f"{self.name}.json", json.dumps(self.rows, indent=2))
+        """
+        Write the CSV and JSON reports atomically: this run's rows, or with a batch (on rank 0, after every rank has
+        recorded its share) the rows of all its inputs.
+        """
+        if self.batch is not None:
+            self.batch.synchronize()
+            if not self.batch.is_main_process:
+                return
+            self.rows = self.batch_rows()
+        self.write_report(self.rows)
         flagged = sum(1 for r in self.rows if r["flagged"] is True)
+        skipped = 0 if self.batch is None else self.batch.num_skipped
+        earlier = f" ({skipped} of them by an earlier run)" if skipped else ""
         self.logger.info(
-            f"scored {len(self.rows) - self.num_failed} of {len(self.rows)} inputs, {flagged} flagged, "
-            f"{self.num_failed} failed -> {self.output_dir / (self.name + '.csv')}"
+            f"scored {len(self.rows) - self.num_failed} of {len(self.rows)} inputs{earlier}, {flagged} flagged, "
+            f"{self.num_failed} failed -> {self.report_file}"
         )
 
+    def write_report(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Write ``rows`` as ``<name>.csv`` and ``<name>.json`` atomically."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=REPORT_COLUMNS, restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.report_file, buffer.getvalue())
+        atomic_write_text(self.output_dir / f"{self.name}.json", json.dumps(list(rows), indent=2))
+
     def exception_raised(self, engine: Engine, e: Exception) -> None:
-        # keep what was scored before the run broke, then let the error propagate
-        self.write(engine)
+        # an earlier report stays as it was: never replaced by a partial (or empty) one
+        resume = "" if self.batch is None else f"; the {self.num_scored} inputs scored are recorded and a rerun resumes"
+        self.logger.error(f"the run failed: {self.report_file} was not written{resume}.")
         raise e
 
     def raise_if_failed(self) -> None:
         """
-        Raise after the run when an input could not be scored, so the command exits with a failure status.
+        Raise after the run when an input could not be scored, so the command exits with a failure status (with a
+        batch under ``torch.distributed``: on rank 0, which reports every rank's inputs).
 
         Raises:
             RuntimeError: listing the failed inputs.
         """
+        if self.batch is not None and not self.batch.is_main_process:
+            return
         failed = [row for row in self.rows if row["status"] != "ok"]
         if failed:
             lines = "\n".join(f"  {row['message']}" for row in failed)
             raise RuntimeError(
-                f"{len(failed)} of {len(self.rows)} inputs could not be scored (see {self.output_dir}/{self.name}.csv):"
-                f"\n{lines}"
+                f"{len(failed)} of {len(self.rows)} inputs could not be scored (see {self.report_file}):\n{lines}"
             )

@@ -22,6 +22,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_bigan.handlers.progress import progress_bar
 from monai_bigan.inferers.residual_statistics import ResidualStatistics, residual_maps
+from monai_bigan.utils.checkpoint import ModelIdentity
 from monai_bigan.utils.distributed import get_rank
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -54,6 +55,8 @@ class ResidualStatisticsHandler:
             normalization).
         progress: show a progress bar over the scans on rank 0 (erased when done on a terminal; in a log file only
             when the pass takes more than 10 s), see :py:func:`monai_bigan.handlers.progress_bar`.
+        model_identity: the :py:class:`monai_bigan.utils.ModelIdentity` of the scored model, told after each fit which
+            weights the statistics were fitted with (saved beside them in the checkpoints), or None.
 
     Example::
 
@@ -71,6 +74,7 @@ class ResidualStatisticsHandler:
         image_key: str = "image",
         enabled: bool = True,
         progress: bool = True,
+        model_identity: ModelIdentity | None = None,
     ) -> None:
         self.statistics = statistics
         self.scorer = scorer
@@ -80,6 +84,7 @@ class ResidualStatisticsHandler:
         self.image_key = image_key
         self.enabled = bool(enabled) and statistics is not None
         self.progress = bool(progress)
+        self.model_identity = model_identity
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
@@ -97,6 +102,8 @@ class ResidualStatisticsHandler:
             maps, total=total, desc="residual statistics", unit="scan", enabled=enabled, transient=True
         ) as bar:
             self.statistics.to(self.device).fit(bar)
+        if self.model_identity is not None:
+            self.model_identity.statistics_fitted()
         self.logger.info(
             f"healthy residual statistics from {int(self.statistics.num_samples)} training scans on grid "
             f"{tuple(self.statistics.mean.shape[1:])} in {time.perf_counter() - start:.1f} s."

@@ -12,5 +12,14 @@
 
 from __future__ import annotations
 
-from .atomic import atomic_path, atomic_save_figure, atomic_write_text, new_file_mode
+from .atomic import atomic_path, atomic_save_figure, atomic_write_text, new_file_mode, write_error
 from .writers import AtomicNibabelWriter
+
+__all__ = [
+    "atomic_path",
+    "atomic_save_figure",
+    "atomic_write_text",
+    "new_file_mode",
+    "write_error",
+    "AtomicNibabelWriter",
+]

@@ -26,21 +26,43 @@ MONAI Label app of the BiGAN anomaly detector::
 * ``overrides``: JSON object of config overrides applied to both configs (network hyper-parameters...); they take
   precedence over ``<bundle_root>/models/configs_override.json``, which the train task writes.
 * ``skip_trainers``: ``true`` for an infer-only app.
+
+The app is confined to its datastore (:py:mod:`monai_bigan.label.confinement`): ``/infer`` takes datastore image ids
+only (a path, ``..``, a separator or an encoded one: 400; an id the datastore does not list: 404), checks its
+parameters (400), and no upload or session is scored. Bad train parameters get 400 before a training process starts.
+Clients never receive a traceback: failures answer with one line and a reference, and the tracebacks go to
+``<app>/logs/errors.log`` (:py:mod:`monai_bigan.label.error_log`), which no endpoint serves.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Mapping
 from typing import Any
 
+from fastapi import HTTPException
+from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.utils.others.generic import strtobool
+from monailabel.utils.sessions import Sessions
 
 import monai_bigan
+from monai_bigan.exceptions import TrainingLockedError
+from monai_bigan.label.confinement import (
+    DisabledSessions,
+    check_image_id,
+    check_infer_params,
+    guard_train_endpoints,
+    infer_save_label,
+    resolve_image,
+)
+from monai_bigan.label.error_log import ErrorLog, first_line
 from monai_bigan.label.infer import BiGANInferTask
-from monai_bigan.label.train import BiGANTrainTask
+from monai_bigan.label.train import BiGANTrainTask, TrainRequestError
 from monai_bigan.label.workflow import InferenceModel, LabelBundle, ModelNotTrainedError
 
 logger = logging.getLogger(__name__)
@@ -73,6 +95,10 @@ class BiGANApp(MONAILabelApp):
     """
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        # first, so that even a failing start-up reports one line, not a traceback, to the training status
+        self.error_log = ErrorLog.for_app(app_dir)
+        self.error_log.install()
+        self._no_sessions: DisabledSessions | None = None
         self.bundle = LabelBundle.from_conf(app_dir, conf)
         self.model_names = _requested_models(conf.get("models"))
         self.inference_model = InferenceModel(self.bundle)
@@ -101,11 +127,100 @@ class BiGANApp(MONAILabelApp):
             return {}
         return {"bigan": BiGANTrainTask(self.bundle)}
 
-    def infer(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
-        """Runs the infer task; a missing model is answered with HTTP 503 and the 'train first' message."""
-        try:
-            return super().infer(request, datastore)
-        except ModelNotTrainedError as e:
-            from fastapi import HTTPException
+    def on_init_complete(self) -> None:
+        """Server start: train parameters are checked before MONAI Label starts a training process."""
+        server = sys.modules.get("monailabel.app")  # the FastAPI app of `monailabel start_server`
+        if server is not None and hasattr(server, "app"):
+            guard_train_endpoints(server.app, self.check_train_request)
+        else:
+            logger.warning("Not served by monailabel.app: train parameters are checked by the training task only.")
+        super().on_init_complete()
 
-            raise HTTPException(status_code=503, detail=str(e)) from e
+    def sessions(self) -> Sessions | None:
+        """No sessions (uploads kept on the server): the app scores datastore images only."""
+        if not settings.MONAI_LABEL_SESSIONS:
+            return None
+        if self._no_sessions is None:
+            self._no_sessions = DisabledSessions(settings.MONAI_LABEL_SESSION_PATH, settings.MONAI_LABEL_SESSION_EXPIRY)
+        return self._no_sessions
+
+    def infer(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
+        """
+        Scores the datastore image ``request["image"]`` (an id, never a path) with model ``request["model"]``.
+
+        Raises:
+            HTTPException: 400 bad image id or parameter; 404 unknown model or image; 503 no trained model yet;
+                500 any other failure, with a reference to the traceback in the error log.
+        """
+        model, image_id = request.get("model"), request.get("image")
+        try:
+            if not isinstance(model, str) or model not in self._infers:
+                raise HTTPException(
+                    status_code=404,
+                    detail=f"model {first_line(repr(model))} is not served by this app "
+                    f"(models: {', '.join(self._infers)})",
+                )
+            check_infer_params(request)
+            image_id = check_image_id(image_id)
+            datastore = datastore or self.datastore()
+            image_uri = resolve_image(datastore, image_id)
+            # MONAI Label's infer takes an existing path as is: hand it the datastore's file, save the label here
+            result = super().infer({**request, "image": image_uri, "save_label": False}, datastore)
+            if infer_save_label(request) and result.get("file"):
+                tag = request.get("label_tag", DefaultLabelTag.ORIGINAL)
+                result["label"] = datastore.save_label(
+                    image_id, result["file"], tag, {"model": model, "params": result["params"]}
+                )
+            return result
+        except HTTPException:
+            raise
+        except ModelNotTrainedError as e:
+            raise HTTPException(status_code=503, detail=str(e)) from None
+        except Exception as e:
+            shown = first_line(repr(image_id))
+            ref = self.error_log.report(logger, f"inference of image {shown} with model {model!r} failed", e)
+            raise HTTPException(
+                status_code=500,
+                detail=f"inference of image {shown} failed (error ref {ref}; details in the server's error log)",
+            ) from None
+
+    def check_train_request(self, model: str, params: Mapping[str, Any]) -> None:
+        """
+        Checks the parameters of a train request for ``model`` (none of this app's trainers: nothing to check).
+
+        Raises:
+            HTTPException: 400 naming the bad parameter.
+        """
+        task = self._trainers.get(model)
+        if isinstance(task, BiGANTrainTask):
+            try:
+                task.check_request(params)
+            except TrainRequestError as e:
+                raise HTTPException(status_code=400, detail=str(e)) from None
+
+    def train(self, request: dict[str, Any]) -> dict[str, Any]:
+        """
+        Runs the train task (in MONAI Label's training process, or in the server with ``run_sync``).
+
+        Raises:
+            HTTPException: 400 bad parameter; 409 another training holds the model folder; 500 any other failure, with a reference to the traceback in the error
+                log. In the training process, the exception hook prints the detail as the last status line.
+        """
+        model = request.get("model")
+        # `POST /train/` merges every model's parameter block into the request: keep the task's own keys only
+        own = {k: v for k, v in request.items() if k not in self._trainers}
+        try:
+            return super().train(own)
+        except HTTPException:
+            raise
+        except TrainRequestError as e:
+            raise HTTPException(status_code=400, detail=str(e)) from None
+        except TrainingLockedError as e:  # another training holds the model folder: a conflict, not a server fault
+            raise HTTPException(status_code=409, detail=first_line(e)) from None
+        except Exception as e:
+            ref = self.error_log.report(logger, f"training of model {model!r} failed", e)
+            raise HTTPException(
+                status_code=500,
+                detail=f"training of model {model!r} failed: {first_line(e) or type(e).__name__} (error ref {ref}; "
+                "details in the server's error log)",
+            ) from None

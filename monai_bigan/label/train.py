@@ -23,38 +23,117 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import tempfile
 import time
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from monai.bundle import ConfigWorkflow
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
-from monai_bigan.bundle import resolve_macro_paths
+from monai_bigan.bundle import bundle_config_parser, resolve_macro_paths
 from monai_bigan.label.workflow import LabelBundle, write_training_datalist
 
-__all__ = ["BiGANTrainTask"]
+__all__ = ["BiGANTrainTask", "TRAIN_PARAMETERS", "TrainRequestError"]
 
 logger = logging.getLogger(__name__)
 
+#: the parameters of a train request
+TRAIN_PARAMETERS = ("max_epochs", "val_split", "device", "seed", "overrides")
+#: keys MONAI Label itself puts in a train request
+_MONAI_LABEL_KEYS = ("model", "gpus", "local_rank")
+_MAX_EPOCHS = 100_000
+_MAX_SEED = 2**32 - 1
+_INTEGER = re.compile(r"\s*[+-]?\d{1,12}\s*")
+_DEVICE = re.compile(r"cpu|cuda(:\d{1,2})?")
+_GPUS = re.compile(r"all|\d{1,2}(,\d{1,2})*")
+# config values starting with these are expressions, references or macros: code and file access, not data
+_CONFIG_SYNTAX = ("$", "@", "%")
 
-def _as_number(value: Any, name: str, kind: type) -> Any:
-    try:
-        return kind(value)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"train request: {name} must be a {kind.__name__}, got {value!r}.") from e
+
+class TrainRequestError(ValueError):
+    """A train request the task refuses; the app answers it with HTTP 400."""
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _integer(value: Any, name: str, low: int, high: int) -> int:
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TrainRequestError(f"train request: {name} must be an integer, got {_short(value)}.")
+    if not low <= value <= high:
+        raise TrainRequestError(f"train request: {name} must be between {low} and {high}, got {value}.")
+    return value
+
+
+def _fraction(value: Any, name: str) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TrainRequestError(f"train request: {name} must be a number, got {_short(value)}.")
+    if not 0.0 < value < 1.0:
+        raise TrainRequestError(f"train request: {name} must be between 0 and 1 (exclusive), got {value}.")
+    return float(value)
+
+
+def _device(value: Any) -> str:
+    if not isinstance(value, str) or not _DEVICE.fullmatch(value):
+        raise TrainRequestError(f"train request: device must be 'cpu', 'cuda' or 'cuda:N', got {_short(value)}.")
+    if not value.startswith("cuda") or not torch.cuda.is_available():
+        return "cpu" if value.startswith("cuda") else value
+    index = int(value.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise TrainRequestError(f"train request: device {value} does not exist ({torch.cuda.device_count()} GPUs).")
+    return value
+
+
+def _is_plain(value: Any) -> bool:
+    """Whether a config value is plain JSON data (no expression, reference, macro or component)."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return True
+    if isinstance(value, str):
+        return not value.startswith(_CONFIG_SYNTAX)
+    if isinstance(value, list):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and not k.startswith("_") and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    """Whether ``value`` may replace ``default``: same JSON kind (an integer for a float; anything for null)."""
+    if default is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    for kind in (int, str, list, dict):
+        if isinstance(default, kind):
+            return isinstance(value, kind)
+    return False
 
 
 class BiGANTrainTask(TrainTask):
     """
     Trains the BiGAN on all datastore images (taken as healthy) with the training bundle.
 
-    Request keys (``POST /train/bigan`` body or defaults from :py:meth:`config`): ``max_epochs``, ``val_split``
-    (share held out for validation and calibration, at least one image), ``device`` (``"cpu"``, ``"cuda"``...),
-    ``seed`` (of the split) and ``overrides`` (a JSON object, or its text, of further ``train.json`` overrides,
-    e.g. network hyper-parameters; saved beside the model so inference builds the same network).
+    Request keys (``POST /train/bigan`` body or defaults from :py:meth:`config`): ``max_epochs`` (1 to 100000),
+    ``val_split`` (share held out for validation and calibration, in (0, 1), at least one image), ``device``
+    (``"cpu"``, ``"cuda"`` or ``"cuda:N"``), ``seed`` (of the split) and ``overrides`` (a JSON object, or its text, of
+    further ``train.json`` overrides, e.g. network hyper-parameters; saved beside the model so inference builds the
+    same network). :py:meth:`check_request` refuses anything else with :py:class:`TrainRequestError`.
 
     Args:
         bundle: where the model lives and which configs and overrides build it.
@@ -90,24 +169,77 @@ class BiGANTrainTask(TrainTask):
             )
         return stats
 
-    def __call__(self, request: Mapping[str, Any], datastore: Datastore) -> dict[str, Any]:
-        request = {**self.config(), **dict(request)}
-        max_epochs = _as_number(request.get("max_epochs"), "max_epochs", int)
-        val_split = _as_number(request.get("val_split"), "val_split", float)
-        seed = _as_number(request.get("seed"), "seed", int)
-        if max_epochs < 1:
-            raise ValueError(f"train request: max_epochs must be at least 1, got {max_epochs}.")
-        extra = request.get("overrides") or {}
-        if isinstance(extra, str):
-            extra = json.loads(extra) if extra.strip() else {}
-        if not isinstance(extra, Mapping):
-            raise ValueError(f"train request: overrides must be a JSON object, got {extra!r}.")
-        overrides = {**self.bundle.effective_overrides(), **extra}
-        device = str(request.get("device") or "cpu")
-        if device.startswith("cuda"):
-            import torch
+    def tunable_defaults(self) -> dict[str, Any]:
+        """
+        The ``train.json`` keys a request may override, with their defaults: those whose value in the config files
+        is plain data. Paths (``bundle_root``...), components and expressions are not open to clients.
+        """
+        parser = bundle_config_parser(self.bundle.config_files("train"))
+        parser.resolve_macro_and_relative_ids()  # "%common.json#key" becomes the value; expressions stay text
+        return {key: value for key, value in parser.get().items() if _is_plain(value)}
 
-            device = device if torch.cuda.is_available() else "cpu"
+    def check_overrides(self, overrides: Any) -> dict[str, Any]:
+        """
+        The ``overrides`` of a request as a dict: known tunable keys (:py:meth:`tunable_defaults`) whose new values
+        are plain data of the default's kind.
+
+        Raises:
+            TrainRequestError: not a JSON object, an unknown or closed key, or a value of the wrong kind.
+        """
+        if isinstance(overrides, str):
+            try:
+                overrides = json.loads(overrides) if overrides.strip() else {}
+            except json.JSONDecodeError as e:
+                raise TrainRequestError(
+                    f"train request: overrides is not valid JSON ({e.msg} at char {e.pos})."
+                ) from None
+        if overrides is None:
+            return {}
+        if not isinstance(overrides, Mapping):
+            raise TrainRequestError(f"train request: overrides must be a JSON object, got {_short(overrides)}.")
+        tunable = self.tunable_defaults()
+        for key, value in overrides.items():
+            if key not in tunable:
+                raise TrainRequestError(
+                    f"train request: overrides key {_short(key)} is not a tunable train.json key "
+                    "(plain hyper-parameters only; paths, components and expressions are fixed)."
+                )
+            if not _is_plain(value) or not _same_kind(tunable[key], value):
+                raise TrainRequestError(
+                    f"train request: overrides {key} must be plain data like its default {_short(tunable[key])}, "
+                    f"got {_short(value)}."
+                )
+        return dict(overrides)
+
+    def check_request(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """
+        The checked parameters of a train request, defaults (:py:meth:`config`) filled in, ``device`` falling back
+        to the CPU without CUDA. Looks at values only: no file or datastore access.
+
+        Raises:
+            TrainRequestError: an unknown key, a value of the wrong type or out of range, bad ``overrides``.
+        """
+        unknown = sorted(set(request) - set(TRAIN_PARAMETERS) - set(_MONAI_LABEL_KEYS), key=str)
+        if unknown:
+            raise TrainRequestError(
+                f"train request: unknown parameter(s) {_short(unknown)}; known: {', '.join(TRAIN_PARAMETERS)}."
+            )
+        gpus = request.get("gpus", "all")
+        if not isinstance(gpus, str) or not _GPUS.fullmatch(gpus):
+            raise TrainRequestError(f"train request: gpus must be 'all' or GPU indices like '0,1', got {_short(gpus)}.")
+        values = {**self.config(), **{k: v for k, v in request.items() if k in TRAIN_PARAMETERS}}
+        return {
+            "max_epochs": _integer(values["max_epochs"], "max_epochs", 1, _MAX_EPOCHS),
+            "val_split": _fraction(values["val_split"], "val_split"),
+            "device": _device(values["device"]),
+            "seed": _integer(values["seed"], "seed", 0, _MAX_SEED),
+            "overrides": self.check_overrides(values["overrides"]),
+        }
+
+    def __call__(self, request: Mapping[str, Any], datastore: Datastore) -> dict[str, Any]:
+        checked = self.check_request(request)
+        max_epochs, val_split, seed, device = (checked[k] for k in ("max_epochs", "val_split", "seed", "device"))
+        overrides = {**self.bundle.effective_overrides(), **checked["overrides"]}
 
         images = [datastore.get_image_uri(i) for i in datastore.list_images()]
         start = time.time()

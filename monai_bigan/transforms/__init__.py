@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from .calibration import ScoreCalibrationd
-from .checks import CheckImaged, CheckInputd, InvalidImageError
+from .checks import DEFAULT_MAX_INPUT_VOXELS, CheckImaged, CheckInputd, InvalidImageError
 from .foreground import FOREGROUND_THRESHOLD, is_foreground
 from .heatmap import HeatmapPostprocessd
 from .scoring import AnomalyScored

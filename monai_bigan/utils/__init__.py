@@ -14,9 +14,19 @@ from __future__ import annotations
 
 from .bundle import as_bool, default_bundle_root, require_file
 from .calibration import ScoreCalibration
-from .checkpoint import RNGState, UnsafeCheckpointError, find_checkpoints, load_checkpoint, scoring_network_key
+from .checkpoint import (
+    ModelIdentity,
+    RNGState,
+    UnsafeCheckpointError,
+    calibration_model_record,
+    find_checkpoints,
+    load_checkpoint,
+    scoring_network_key,
+    state_dict_digest,
+)
 from .ema import ema_decay_at, update_ema
 from .enums import AnomalyKeys, BiGANIterationEvents, BiGANKeys
+from .lock import TrainingLock
 from .performance import amp_dtype, autocast_kwargs, channels_last_kwargs, compile_networks
 from .progress import progress_bar
 from .warnings import filter_framework_warnings

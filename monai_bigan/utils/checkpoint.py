@@ -8,24 +8,53 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Checkpoint helpers: random number generator states that can be checkpointed, and finding epoch checkpoints."""
+"""
+Checkpoint helpers: random number generator states that can be checkpointed, finding and loading epoch checkpoints,
+and the identity of a trained model (which weights a calibration or residual statistics were fitted for).
+"""
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import pickle
 import random
 import re
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from monai.transforms import Randomizable
+from monai.utils import IgniteInfo, min_version, optional_import
+from torch import nn
 
-__all__ = ["RNGState", "UnsafeCheckpointError", "find_checkpoints", "load_checkpoint", "scoring_network_key"]
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+
+__all__ = [
+    "CALIBRATION_MODEL_KEY",
+    "MODEL_IDENTITY_KEY",
+    "ModelIdentity",
+    "RNGState",
+    "UnsafeCheckpointError",
+    "calibration_model_record",
+    "find_checkpoints",
+    "load_checkpoint",
+    "scoring_network_key",
+    "state_dict_digest",
+]
+
+#: the checkpoint entry holding :py:meth:`ModelIdentity.state_dict`
+MODEL_IDENTITY_KEY = "model_identity"
+#: the entry of a calibration's ``scoring`` record that holds :py:meth:`ModelIdentity.record`
+CALIBRATION_MODEL_KEY = "model"
 
 
 def _numpy_state_to_list(state: tuple) -> list:
@@ -198,3 +227,122 @@ def scoring_network_key(checkpoint: Mapping[str, Any], key: str = "ema_network")
     if key == "ema_network" and key not in checkpoint and "network" in checkpoint:
         return "network"
     return key
+
+
+def state_dict_digest(state: Mapping[str, Any]) -> str:
+    """
+    The sha256 digest (hex) of a state dict: every entry's name and, for tensors, dtype, shape and values, in name
+    order. A module's live ``state_dict()`` and the same state saved in and loaded from a checkpoint give the same
+    digest, whatever the device or memory format.
+
+    Args:
+        state: a state dict, e.g. ``network.state_dict()`` or ``checkpoint["ema_network"]``.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        value = state[name]
+        digest.update(f"{name}\0".encode())
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f"{tensor.dtype}{tuple(tensor.shape)}\0".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+        else:
+            digest.update(f"{value!r}\0".encode())
+    return digest.hexdigest()
+
+
+class ModelIdentity:
+    """
+    Which trained model a calibration or residual statistics were fitted for: the sha256 digest of the scoring
+    network's weights (:py:func:`state_dict_digest`, the same for the live network and its weights in ``model.pt``),
+    the training epoch and a run id, so that loading can refuse files that belong to another model (e.g. a
+    ``calibration.json`` rewritten by a continuation that was killed before writing its ``model.pt``).
+
+    One object is shared by a training's handlers and saved in its checkpoints (entry ``"model_identity"``):
+
+    - :py:meth:`attach` to the trainer keeps :py:attr:`epoch` current;
+    - the run id is drawn when a training starts from scratch and restored from the checkpoint on resume, so one id
+      names a training across kills and continuations;
+    - :py:class:`monai_bigan.handlers.ResidualStatisticsHandler` calls :py:meth:`statistics_fitted` after each fit, and
+      that record is saved beside the statistics in every checkpoint;
+    - :py:class:`monai_bigan.handlers.CalibrationHandler` stores :py:meth:`record` (with the digest of the statistics the
+      scores were normalized with) in the calibration;
+    - :py:func:`monai_bigan.bundle.load_trained_model` compares both records with the weights it loads.
+
+    Args:
+        network: the scoring network (the EMA copy when there is one).
+        statistics: the healthy residual statistics, or None without heatmap normalization.
+        run_id: the run id; default a new random one.
+
+    Example::
+
+        identity = ModelIdentity(ema_network, statistics)
+        identity.attach(trainer)
+        saver = CheckpointSaver(save_dir, {"ema_network": ema_network, "model_identity": identity}, save_interval=1)
+    """
+
+    def __init__(
+        self, network: nn.Module | None = None, statistics: nn.Module | None = None, run_id: str | None = None
+    ) -> None:
+        self.network = network
+        self.statistics = statistics
+        self.run_id = uuid.uuid4().hex[:12] if run_id is None else str(run_id)
+        self.epoch = 0
+        #: the :py:meth:`record` (without statistics) of the weights the statistics were last fitted with
+        self.statistics_fitted_for: dict[str, Any] | None = None
+
+    def attach(self, engine: Engine) -> None:
+        """Follow the epochs of ``engine`` (the trainer)."""
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+
+    def _epoch_started(self, engine: Engine) -> None:
+        self.epoch = int(engine.state.epoch)
+
+    def weights_digest(self) -> str:
+        """:py:func:`state_dict_digest` of the scoring network's current weights."""
+        if self.network is None:
+            raise ValueError("ModelIdentity has no network to identify.")
+        network = self.network
+        if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            network = network.module  # checkpoints store the wrapped module's state
+        return state_dict_digest(network.state_dict())
+
+    def record(self, statistics: bool = True) -> dict[str, Any]:
+        """
+        The identity of the current model: ``weights_sha256``, ``epoch``, ``run_id`` and, with ``statistics``,
+        ``statistics_sha256`` (None without statistics).
+        """
+        record: dict[str, Any] = {"weights_sha256": self.weights_digest(), "epoch": self.epoch, "run_id": self.run_id}
+        if statistics:
+            record["statistics_sha256"] = (
+                None if self.statistics is None else state_dict_digest(self.statistics.state_dict())
+            )
+        return record
+
+    def statistics_fitted(self) -> None:
+        """Record that the statistics were just fitted with the current weights."""
+        self.statistics_fitted_for = self.record(statistics=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The run id, the epoch and the record of the statistics' weights, for a checkpoint."""
+        return {"run_id": self.run_id, "epoch": self.epoch, "statistics_fitted_for": self.statistics_fitted_for}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore :py:meth:`state_dict` (missing entries keep their current values)."""
+        self.run_id = str(state_dict.get("run_id", self.run_id))
+        self.epoch = int(state_dict.get("epoch", self.epoch))
+        self.statistics_fitted_for = state_dict.get("statistics_fitted_for", self.statistics_fitted_for)
+
+
+def calibration_model_record(calibration: Any) -> dict[str, Any] | None:
+    """
+    The :py:meth:`ModelIdentity.record` a calibration was fitted for (kept in its ``scoring`` record, entry
+    ``"model"``), or None for a calibration written without one (by an older version, or for a baseline).
+
+    Args:
+        calibration: a :py:class:`monai_bigan.utils.ScoreCalibration`.
+    """
+    record = getattr(calibration, CALIBRATION_MODEL_KEY, None)
+    if record is None:
+        record = (getattr(calibration, "scoring", None) or {}).get(CALIBRATION_MODEL_KEY)
+    return dict(record) if isinstance(record, Mapping) else None

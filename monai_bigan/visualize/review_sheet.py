@@ -30,9 +30,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from monai.config import NdarrayOrTensor
+from monai.data import FolderLayoutBase
 from monai.transforms import MapTransform
 from monai.utils import convert_to_numpy, optional_import
 
+from monai_bigan.data.outputs import IMAGE_EXTENSIONS, output_stem
 from monai_bigan.io.atomic import atomic_save_figure
 
 if TYPE_CHECKING:
@@ -592,9 +594,12 @@ class ReviewSheetd(MapTransform):
     Reads the channel-first image ``d[image_key]`` (first channel shown) and the scorer maps ``d[pred_key]`` of
     :py:class:`monai_bigan.inferers.AnomalyScorer` (channel 0: heatmap, 1: reconstruction, 2: discriminator term)
     and writes ``<output_dir>/<stem>_<postfix>.png``. The stem is the input file name without
-    ``.nii.gz``/``.nii``/``.png``/``.dcm`` (and a few other image extensions), from
-    ``d[image_key].meta["filename_or_obj"]`` (for a DICOM series, the folder name), else ``d["filename"]``, else
-    ``"image"``. The path of the sheet is stored as a string under ``d["review_sheet"]``.
+    ``.nii.gz``/``.nii``/``.png``/``.dcm`` (and a few other image extensions, see
+    :py:func:`monai_bigan.data.output_stem`), from ``d[image_key].meta["filename_or_obj"]`` (for a DICOM series, the
+    folder name), else ``d["filename"]``, else ``"image"``. With a ``layout`` (the
+    :py:class:`monai_bigan.data.OutputLayout` of a batch) the sheet is named like the batch's other outputs instead:
+    ``layout.filename(subject=<input path>)``, e.g. ``<output_dir>/<folder>/<stem>_review.png``. The path of the sheet
+    is stored as a string under ``d["review_sheet"]``.
 
     What the sheet shows:
 
@@ -612,7 +617,7 @@ class ReviewSheetd(MapTransform):
         - the heatmap coloured only from ``overlay_fraction`` x the voxel threshold.
 
     Args:
-        output_dir: folder of the sheets (created when needed).
+        output_dir: folder of the sheets (created when needed); not needed with a ``layout``.
         image_key: key of the channel-first input image, (C, H, W[, D]).
         pred_key: key of the channel-first scorer maps, (3, H, W[, D]).
         heatmap_vmax: upper end of the heatmap colour scale, from healthy statistics (e.g. ``ScoreCalibration``).
@@ -638,6 +643,8 @@ class ReviewSheetd(MapTransform):
         min_region_voxels: above-threshold regions with fewer voxels are not counted nor given a row.
         min_healthy_scans: percentiles resting on fewer healthy validation scans are marked coarse.
         slice_score_key: key of the per-slice score map (``"slice_map"``), None to use the mean heatmap.
+        layout: names the sheet from the input path, as ``SaveImaged(folder_layout=...)`` names the other outputs
+            (its postfix and extension replace ``postfix``); used when the item's input path is known.
 
     Example::
 
@@ -652,11 +659,11 @@ class ReviewSheetd(MapTransform):
         d["review_sheet"]  # "/tmp/review/case_01_review.png"
     """
 
-    extensions: tuple[str, ...] = (".nii.gz", ".nii", ".png", ".dcm", ".mha", ".mhd", ".nrrd", ".jpg", ".jpeg", ".tif")
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS
 
     def __init__(
         self,
-        output_dir: str | os.PathLike,
+        output_dir: str | os.PathLike | None = None,
         image_key: str = "image",
         pred_key: str = "pred",
         heatmap_vmax: float = 1.0,
@@ -677,8 +684,11 @@ class ReviewSheetd(MapTransform):
         min_region_voxels: int = 1,
         min_healthy_scans: int = 20,
         slice_score_key: str | None = "slice_map",
+        layout: FolderLayoutBase | None = None,
     ) -> None:
         super().__init__([image_key, pred_key], allow_missing_keys)
+        if output_dir is None and layout is None:
+            raise ValueError("ReviewSheetd needs an output_dir or a layout.")
         self.heatmap_label = heatmap_label
         if len(score_keys) != 3:
             raise ValueError(f"score_keys must name the score, percentile and flagged keys, got {score_keys}.")
@@ -688,7 +698,8 @@ class ReviewSheetd(MapTransform):
             raise ValueError(f"overlay_fraction must be positive, got {overlay_fraction}.")
         if threshold_mode not in ("fpr", "f1"):
             raise ValueError(f"threshold_mode must be 'fpr' or 'f1', got {threshold_mode!r}.")
-        self.output_dir = Path(output_dir)
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self.layout = layout
         self.image_key = image_key
         self.pred_key = pred_key
         self.heatmap_vmax = heatmap_vmax
@@ -714,22 +725,33 @@ class ReviewSheetd(MapTransform):
                 self.threshold = calibration.voxel_threshold
             self.score_threshold = calibration.flag_threshold(threshold_mode)
 
-    def source_name(self, d: Mapping[Hashable, Any]) -> str:
-        """The input file (or DICOM folder) name of the item, or ``""`` when unknown."""
+    def source(self, d: Mapping[Hashable, Any]) -> str:
+        """The input path of the item (``filename_or_obj`` of its metadata, else ``d["filename"]``), ``""`` if unknown."""
         meta = getattr(d.get(self.image_key), "meta", None) or d.get(f"{self.image_key}_meta_dict") or {}
         source = meta.get("filename_or_obj") if isinstance(meta, Mapping) else None
         if isinstance(source, (list, tuple)):
             source = source[0] if source else None
         if not source:
             source = d.get("filename")
-        return Path(str(source).rstrip("/\\")).name if source else ""
+        return str(source) if source else ""
+
+    def source_name(self, d: Mapping[Hashable, Any]) -> str:
+        """The input file (or DICOM folder) name of the item, or ``""`` when unknown."""
+        source = self.source(d)
+        return Path(source.rstrip("/\\")).name if source else ""
 
     def stem(self, name: str) -> str:
-        """``name`` without a known image extension, ``"image"`` when empty."""
-        for ext in self.extensions:
-            if name.lower().endswith(ext) and len(name) > len(ext):
-                return name[: -len(ext)]
-        return name or "image"
+        """``name`` without a known image extension (:py:func:`monai_bigan.data.output_stem`), ``"image"`` if empty."""
+        return output_stem(name) if name else "image"
+
+    def sheet_path(self, d: Mapping[Hashable, Any]) -> Path:
+        """Where the sheet of the item is written: named by the ``layout`` when there is one, else by :py:meth:`stem`."""
+        source = self.source(d)
+        if self.layout is not None and source:
+            return Path(self.layout.filename(subject=source))
+        if self.output_dir is None:
+            raise ValueError("ReviewSheetd: the item names no input file, and there is no output_dir to fall back on.")
+        return self.output_dir / f"{self.stem(self.source_name(d))}_{self.postfix}.png"
 
     @property
     def num_healthy(self) -> int | None:
@@ -960,7 +982,7 @@ class ReviewSheetd(MapTransform):
             reconstruction,
             heatmap,
             slice_scores,
-            self.output_dir / f"{self.stem(name)}_{self.postfix}.png",
+            self.sheet_path(d),
             title=name or "image",
             info_lines=self.info_lines(d),
             heatmap_vmax=self.heatmap_vmax,

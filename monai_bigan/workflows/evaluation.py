@@ -31,9 +31,11 @@ from monai.data import DataLoader
 from monai.inferers import Inferer, SimpleInferer, SliceInferer
 from monai.transforms import Compose, Invertd, SaveImaged, SplitDimd
 
+from monai_bigan.data.batch import InferenceBatch, OutputLayout, open_inference_batch
 from monai_bigan.data.datalist import load_datalist
 from monai_bigan.data.guarded import GuardedDataset
-from monai_bigan.data.inputs import inference_datalist, prepare_output_dir
+from monai_bigan.data.inputs import inference_datalist
+from monai_bigan.data.outputs import output_stem
 from monai_bigan.data.preflight import preflight_check
 from monai_bigan.engines.evaluator import AnomalyEvaluator
 from monai_bigan.handlers.calibration import CalibrationHandler
@@ -58,20 +60,14 @@ __all__ = ["BaselineEvaluation", "compute_metrics", "metrics_summary", "output_s
 logger = logging.getLogger(__name__)
 
 
-def output_stem(path: str) -> str:
-    """File name stem used for the outputs of an input (as ``SaveImage`` names them)."""
-    name = Path(path.rstrip("/")).name
-    for ext in (".nii.gz", ".nii", ".png", ".dcm"):
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return name
-
-
 class BaselineEvaluation:
     """
     Fit a parameter-free baseline (e.g. :py:class:`monai_bigan.baselines.ZScoreBaseline` or ``PCABaseline``) on the
     healthy training split, calibrate it on the validation split and score the test split, writing heatmaps in each
-    input's space and a ``scores.json`` like the BiGAN's, so :py:func:`compute_metrics` treats every method alike.
+    input's space and a ``scores.json`` like the BiGAN's, so :py:func:`compute_metrics` treats every method alike. The
+    outputs are named as the BiGAN's (:py:class:`monai_bigan.data.OutputNames`); the baseline is fitted again by
+    every run, so its output folder is always rescored (:py:class:`monai_bigan.data.InferenceBatch` with ``rescore``:
+    the files of its previous batch are removed, never mixed with new ones).
 
     The baseline is scored exactly like the BiGAN: it is the ``network`` of a
     :py:class:`monai_bigan.engines.AnomalyEvaluator` (it returns the scorer's maps ``(B, 3, *spatial)``), run through
@@ -80,7 +76,7 @@ class BaselineEvaluation:
         - calibration: an evaluator over the validation split with a :py:class:`monai_bigan.handlers.CalibrationHandler`
           (same voxel cap and ``scoring`` record as the BiGAN's) writes ``calibration.json``;
         - scoring: an evaluator over ``split`` adds :py:class:`monai_bigan.transforms.ScoreCalibrationd` (percentile,
-          flag and threshold), inverts the heatmap to the input's space and writes it as ``<stem>_heatmap.nii.gz``;
+          flag and threshold), inverts the heatmap to the input's space and writes it as ``<output>_heatmap.nii.gz``;
           its :py:class:`monai_bigan.handlers.AnomalyReportHandler` writes ``scores.csv`` and ``scores.json``.
 
     An input that cannot be loaded or scored becomes an error row and the others are still scored; a bad training
@@ -226,12 +222,17 @@ class BaselineEvaluation:
         return self.make_evaluator(data, Compose(self._scoring_transforms()), [handler], "calibration"), handler
 
     def scoring_evaluator(
-        self, entries: Sequence[Mapping], calibration: ScoreCalibration | None = None
+        self,
+        entries: Sequence[Mapping],
+        calibration: ScoreCalibration | None = None,
+        batch: InferenceBatch | None = None,
     ) -> tuple[AnomalyEvaluator, AnomalyReportHandler]:
         """
         The evaluator over ``entries`` (image paths only) that scores, calibrates, inverts and writes the heatmaps, and
-        its report handler that writes ``scores.csv`` and ``scores.json``.
+        its report handler that writes ``scores.csv`` and ``scores.json``; the outputs are named and recorded by
+        ``batch`` (default: a batch of ``entries`` in ``output_dir``, its folder not checked).
         """
+        batch = InferenceBatch(self.output_dir, entries, distributed=False) if batch is None else batch
         postprocessing = self._scoring_transforms()
         if calibration is not None:
             postprocessing.append(ScoreCalibrationd(calibration))
@@ -248,18 +249,17 @@ class BaselineEvaluation:
             ),
             SaveImaged(
                 "pred_heatmap",
-                output_dir=str(self.output_dir),
-                output_postfix="heatmap",
                 output_ext=".nii.gz",
                 output_dtype=np.float32,
                 resample=False,
-                separate_folder=False,
                 print_log=False,
                 writer=AtomicNibabelWriter,
+                folder_layout=OutputLayout(batch, "heatmap", ".nii.gz"),
             ),
         ]
-        report = AnomalyReportHandler(self.output_dir, heatmap_key=AnomalyKeys.SLICE_MAP)
-        return self.make_evaluator(entries, Compose(postprocessing), [report], f"scoring {self.split}"), report
+        report = AnomalyReportHandler(heatmap_key=AnomalyKeys.SLICE_MAP, batch=batch)
+        evaluator = self.make_evaluator(batch.pending, Compose(postprocessing), [report], f"scoring {self.split}")
+        return evaluator, report
 
     def run(self) -> list[dict[str, Any]]:
         """Fit, calibrate and score; returns the report rows (also written to ``scores.json`` and ``scores.csv``)."""
@@ -269,7 +269,10 @@ class BaselineEvaluation:
         test = inference_datalist(self.dataset_dir, self.split)
         # a bad training file stops the fit with one message listing every bad file, as training does
         preflight_check(training, self.preprocessing, progress=self.progress)
-        prepare_output_dir(self.output_dir, test)
+        # refitted every run: the previous results of the folder are replaced, never mixed with these; scored by this
+        # process alone (rank 0 of a distributed evaluation)
+        settings = {"baseline": self.name, "scoring": self.scoring}
+        batch = open_inference_batch(self.output_dir, test, settings=settings, rescore=True, distributed=False)
         logger.info(f"{self.name}: fitting on {len(training)} healthy training scans")
         self.baseline.fit(self._images(training))
         self.baseline.to(self.device)
@@ -283,7 +286,7 @@ class BaselineEvaluation:
                     f"{self.dataset_dir} (see the log above)."
                 )
             self.calibration = handler.calibration
-        evaluator, report = self.scoring_evaluator(test, self.calibration)
+        evaluator, report = self.scoring_evaluator(test, self.calibration, batch)
         evaluator.run()
         return report.rows
 
@@ -295,6 +298,11 @@ def _load_rows(folder: Path) -> dict[str, dict]:
 
 def _read(path: str | None) -> np.ndarray | None:
     return None if path is None else np.asanyarray(nib.load(path).dataobj)
+
+
+def _heatmap_file(folder: Path, row: Mapping[str, Any], image: str) -> Path:
+    """The heatmap of an input: named by the report's ``output`` column (reports without it: the file name stem)."""
+    return folder / f"{row.get('output') or output_stem(image)}_heatmap.nii.gz"
 
 
 def compute_metrics(
@@ -320,7 +328,7 @@ def compute_metrics(
 
     Args:
         dataset_dir: data set folder with ``datalist.json``.
-        methods: method name -> folder holding its ``scores.json``, ``<stem>_heatmap.nii.gz`` files and
+        methods: method name -> folder holding its ``scores.json``, ``<output>_heatmap.nii.gz`` files and
             ``calibration.json`` (or the model's calibration next to it); the first or ``primary`` method is the
             main model, the others are reported under ``baselines``.
         output_dir: where ``metrics.json`` and the PNGs go.
@@ -362,7 +370,7 @@ def compute_metrics(
                 continue
             scores.append(float(row["score"]))
             labels.append(int(entry["label"]))
-            heatmap_file = folder / f"{output_stem(entry['image'])}_heatmap.nii.gz"
+            heatmap_file = _heatmap_file(folder, row, entry["image"])
             if "mask" in entry and heatmap_file.is_file():
                 heatmap, mask = _read(str(heatmap_file)), _read(entry["mask"]) > 0
                 region = None if "brainmask" not in entry else _read(entry["brainmask"]) > 0
@@ -461,7 +469,7 @@ def _case_grid(
     picks = ranked[:num_cases] + ranked[-num_cases:] if len(ranked) > 2 * num_cases else ranked
     cases = []
     for rank, (_, entry, row) in enumerate(picks):
-        heatmap_file = folder / f"{output_stem(entry['image'])}_heatmap.nii.gz"
+        heatmap_file = _heatmap_file(folder, row, entry["image"])
         if not heatmap_file.is_file() or not str(entry["image"]).endswith((".nii", ".nii.gz")):
             continue
         image, heatmap = _read(entry["image"]), _read(str(heatmap_file))
@@ -473,7 +481,7 @@ def _case_grid(
             {
                 "image": image[..., k],
                 "heatmap": heatmap[..., k],
-                "name": f"{output_stem(entry['image'])} z={k}",
+                "name": f"{row.get('output') or output_stem(entry['image'])} z={k}",
                 "row": "best" if rank < num_cases else "worst",
                 "mask": _read(entry["mask"])[..., k] if "mask" in entry else None,
                 "score": float(row["score"]),

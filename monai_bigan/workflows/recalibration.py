@@ -24,7 +24,8 @@ from monai_bigan.bundle import ScoringSettings, load_trained_model
 from monai_bigan.handlers.progress import TrainingProgress
 from monai_bigan.inferers import ResidualStatistics
 from monai_bigan.io.atomic import atomic_path
-from monai_bigan.utils.checkpoint import load_checkpoint
+from monai_bigan.utils.checkpoint import MODEL_IDENTITY_KEY, ModelIdentity, load_checkpoint
+from monai_bigan.utils.lock import TrainingLock
 
 __all__ = ["Recalibration"]
 
@@ -45,7 +46,13 @@ class Recalibration:
     writes the refitted statistics into ``checkpoint_file`` atomically. Network weights and every other entry of the
     checkpoint are kept; other checkpoints (``model_best.pt``, ``checkpoint_epoch=N.pt``) are not touched.
 
-    The training bundle runs it after training when ``refine_steps`` > 0, and on its own as
+    With a ``model_identity`` shared with those handlers, the calibration and the statistics record the identity of
+    the model in ``checkpoint_file`` (its run id and epoch are read from it), so that loading can tell that they belong
+    to it. The run holds the training lock of the checkpoint's folder (:py:class:`monai_bigan.utils.TrainingLock`), so
+    that it never runs beside a training of the same folder.
+
+    The training bundle runs it after training when ``refine_steps`` > 0 or when the calibration does not belong to
+    the final model (see :py:class:`monai_bigan.workflows.TrainingRun`), and on its own as
     ``python -m monai.bundle run calibrating --config_file bundles/bigan/train.json --refine_steps 20``.
 
     Args:
@@ -59,6 +66,9 @@ class Recalibration:
         enabled: False makes :py:meth:`run` do nothing (e.g. on all but one process of a distributed run).
         progress: show a progress bar (with an ETA) over the evaluator's pass, see
             :py:class:`monai_bigan.handlers.TrainingProgress`.
+        model_identity: the :py:class:`monai_bigan.utils.ModelIdentity` of ``network`` that the evaluator's handlers
+            record, or None.
+        lock: hold the training lock of the checkpoint's folder while running.
 
     Example::
 
@@ -75,6 +85,8 @@ class Recalibration:
         scoring: ScoringSettings | None = None,
         enabled: bool = True,
         progress: bool = True,
+        model_identity: ModelIdentity | None = None,
+        lock: bool = True,
     ) -> None:
         self.evaluator = evaluator
         self.checkpoint_file = Path(checkpoint_file)
@@ -83,17 +95,33 @@ class Recalibration:
         self.scoring = ScoringSettings() if scoring is None else scoring
         self.enabled = enabled
         self.progress = progress
+        self.model_identity = model_identity
+        self.lock = lock
         self._progress_attached = False
 
     def run(self) -> Path | None:
         """Load, refit and save; returns the checkpoint path, or None when disabled."""
         if not self.enabled:
             return None
+        if not self.lock:
+            return self._run()
+        with TrainingLock(self.checkpoint_file.parent):
+            return self._run()
+
+    def _run(self) -> Path:
         # only the weights: the statistics and the calibration are what this refits
         model = load_trained_model(self.checkpoint_file, self.network, replace(self.scoring, heatmap_normalize=False))
         logger.info(
             "Recalibrating %s with the test-time scorer (%s weights).", self.checkpoint_file, model.checkpoint_key
         )
+        if self.model_identity is not None:
+            checkpoint = load_checkpoint(self.checkpoint_file, map_location="cpu")
+            # the run and epoch of the weights just loaded; the statistics are about to be refitted
+            trainer = checkpoint.get("trainer") or {}
+            self.model_identity.load_state_dict(
+                {"epoch": trainer.get("epoch", 0), **(checkpoint.get(MODEL_IDENTITY_KEY) or {})}
+            )
+            self.model_identity.statistics_fitted_for = None
         if self.progress and not self._progress_attached:
             loader = getattr(self.evaluator, "data_loader", None)
             unit = "scan" if getattr(loader, "batch_size", None) == 1 else "batch"
@@ -103,6 +131,8 @@ class Recalibration:
         if self.statistics is not None:
             checkpoint = load_checkpoint(self.checkpoint_file, map_location="cpu")
             checkpoint["residual_statistics"] = {k: v.cpu() for k, v in self.statistics.state_dict().items()}
+            if self.model_identity is not None:
+                checkpoint[MODEL_IDENTITY_KEY] = self.model_identity.state_dict()
             with atomic_path(self.checkpoint_file, suffix=".tmp") as tmp:
                 torch.save(checkpoint, tmp)
             logger.info("Stored the refitted statistics in %s.", self.checkpoint_file)

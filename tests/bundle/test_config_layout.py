@@ -131,3 +131,12 @@ def test_the_default_data_set_is_the_demo_data(configs, monkeypatch, tmp_path):
     parser = bundle_config_parser([str(BUNDLE / c) for c in configs], bundle_root=str(tmp_path))
     parser.parse()
     assert parser.get_parsed_content("dataset_dir") == str(tmp_path) + "/data/demo" and len(calls) == 1
+
+
+@pytest.mark.parametrize("config", ["train.json", "inference.json"])
+def test_input_size_limit_is_a_bundle_key(config):
+    """``--max_input_voxels`` reaches the header check of training and inference (the size message names the key)."""
+    default = bundle_config_parser(str(BUNDLE / config), dataset_dir="unused")
+    assert default.get_parsed_content("scan_transforms")[0].max_voxels == 64_000_000
+    raised = bundle_config_parser(str(BUNDLE / config), dataset_dir="unused", max_input_voxels=123)
+    assert raised.get_parsed_content("scan_transforms")[0].max_voxels == 123

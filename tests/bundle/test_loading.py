@@ -15,8 +15,15 @@ from monai_bigan.bundle import (
     load_exported_model,
     load_trained_model,
 )
+from monai_bigan.bundle.loading import check_model_identity
 from monai_bigan.inferers import ResidualStatistics
-from monai_bigan.utils import ScoreCalibration, UnsafeCheckpointError, load_checkpoint, scoring_network_key
+from monai_bigan.utils import (
+    ModelIdentity,
+    ScoreCalibration,
+    UnsafeCheckpointError,
+    load_checkpoint,
+    scoring_network_key,
+)
 
 
 class Payload:
@@ -141,12 +148,98 @@ def test_exported_scorer_loads_with_its_statistics(tmp_path):
 
 
 def test_a_small_calibration_set_is_warned_about(tmp_path, caplog):
-    path = _checkpoint(tmp_path / "model.pt", _net())
+    net = _net()
+    path = _checkpoint(tmp_path / "model.pt", net)
     settings = ScoringSettings(heatmap_normalize=False)
-    small = ScoreCalibration.fit([0.1 * i for i in range(6)], scoring=settings).save(tmp_path / "small.json")
-    large = ScoreCalibration.fit([0.01 * i for i in range(25)], scoring=settings).save(tmp_path / "large.json")
+    record = dict(settings.to_dict(), model=ModelIdentity(net).record())
+    small = ScoreCalibration.fit([0.1 * i for i in range(6)], scoring=record).save(tmp_path / "small.json")
+    large = ScoreCalibration.fit([0.01 * i for i in range(25)], scoring=record).save(tmp_path / "large.json")
     with caplog.at_level(logging.WARNING, logger="monai_bigan.bundle.loading"):
         load_trained_model(path, _net(), settings, calibration_file=large)
         assert not caplog.records
         load_trained_model(path, _net(), settings, calibration_file=small)
     assert "only 6 healthy validation scans" in caplog.text and "steps of 16.7" in caplog.text
+
+
+def _identified_model(folder, epoch=3):
+    """model.pt and calibration.json of a training at ``epoch``, each recording the model's identity as training does."""
+    net = _net()
+    stats = _statistics(net, (16, 16))
+    identity = ModelIdentity(net, stats, run_id="run1")
+    identity.epoch = epoch
+    identity.statistics_fitted()
+    torch.save(
+        {
+            "network": net.state_dict(),
+            "ema_network": net.state_dict(),
+            "residual_statistics": stats.state_dict(),
+            "model_identity": identity.state_dict(),
+        },
+        folder / "model.pt",
+    )
+    scoring = dict(ScoringSettings().to_dict(), model=identity.record())
+    ScoreCalibration.fit([0.01 * i for i in range(25)], scoring=scoring).save(folder / "calibration.json")
+    return net, stats, identity
+
+
+def test_files_of_one_model_load_without_a_word(tmp_path, caplog):
+    _identified_model(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        load_trained_model(tmp_path / "model.pt", _net(), calibration_file=tmp_path / "calibration.json")
+        check_model_identity(tmp_path / "model.pt", tmp_path / "calibration.json")
+    assert not caplog.records
+
+
+def test_a_calibration_of_another_epoch_is_refused_naming_both_files(tmp_path):
+    """A continuation killed after its validation rewrote calibration.json, before it wrote model.pt."""
+    net, stats, identity = _identified_model(tmp_path, epoch=3)
+    with torch.no_grad():
+        next(net.parameters()).add_(0.1)  # epoch 4 trained on
+    identity.epoch = 4
+    scoring = dict(ScoringSettings().to_dict(), model=identity.record())
+    ScoreCalibration.fit([0.01 * i for i in range(25)], scoring=scoring).save(tmp_path / "calibration.json")
+    for load in (
+        lambda: load_trained_model(tmp_path / "model.pt", _net(), calibration_file=tmp_path / "calibration.json"),
+        lambda: check_model_identity(tmp_path / "model.pt", tmp_path / "calibration.json"),
+    ):
+        with pytest.raises(ModelMismatchError) as info:
+            load()
+        message = str(info.value)
+        assert "\n" not in message
+        assert f"{tmp_path / 'calibration.json'} was fitted for epoch 4 of training run run1" in message
+        assert f"{tmp_path / 'model.pt'} holds epoch 3 of training run run1" in message
+        assert "run training" in message and "run calibrating" in message
+    # without a calibration the model itself is consistent
+    load_trained_model(tmp_path / "model.pt", _net())
+
+
+def test_statistics_fitted_for_other_weights_are_refused(tmp_path):
+    net, stats, identity = _identified_model(tmp_path)
+    checkpoint = torch.load(tmp_path / "model.pt", weights_only=True)
+    # statistics from a validation of earlier weights (e.g. a last epoch without validation)
+    checkpoint["model_identity"]["statistics_fitted_for"]["weights_sha256"] = "0" * 64
+    checkpoint["model_identity"]["statistics_fitted_for"]["epoch"] = 2
+    torch.save(checkpoint, tmp_path / "model.pt")
+    with pytest.raises(ModelMismatchError, match=r"model.pt: its residual statistics were fitted for epoch 2 .*"):
+        load_trained_model(tmp_path / "model.pt", _net())
+    load_trained_model(tmp_path / "model.pt", _net(), ScoringSettings(heatmap_normalize=False))  # not used: fine
+
+
+def test_a_calibration_of_other_statistics_is_refused(tmp_path):
+    """A recalibration killed after writing calibration.json, before storing its statistics in model.pt."""
+    net, stats, identity = _identified_model(tmp_path)
+    identity.statistics = _statistics(_net(), (16, 16))  # other statistics, for the same weights
+    scoring = dict(ScoringSettings().to_dict(), model=identity.record())
+    ScoreCalibration.fit([0.01 * i for i in range(25)], scoring=scoring).save(tmp_path / "calibration.json")
+    with pytest.raises(ModelMismatchError, match="fitted with other residual statistics than those in"):
+        load_trained_model(tmp_path / "model.pt", _net(), calibration_file=tmp_path / "calibration.json")
+
+
+def test_files_of_older_versions_only_get_a_warning(tmp_path, caplog):
+    net = _net()
+    _checkpoint(tmp_path / "model.pt", net, _statistics(net, (16, 16)))
+    file = ScoreCalibration.fit([0.01 * i for i in range(25)], scoring=ScoringSettings()).save(tmp_path / "c.json")
+    with caplog.at_level(logging.WARNING, logger="monai_bigan.bundle.loading"):
+        load_trained_model(tmp_path / "model.pt", _net(), calibration_file=file)
+    assert "model.pt does not record which weights its residual statistics were fitted for" in caplog.text
+    assert "c.json does not record which model it was fitted for (written by an older version)" in caplog.text

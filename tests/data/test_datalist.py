@@ -216,3 +216,56 @@ def test_list_images_errors(tmp_path: Path) -> None:
     (empty / "readme.txt").write_text("nothing to score")
     with pytest.raises(ValueError, match="No scorable image"):
         list_images(empty)
+
+
+def test_list_images_keeps_what_cannot_be_read(tmp_path: Path) -> None:
+    """Broken links, link loops and folders named like images are listed, so that each becomes one error row."""
+    root = tmp_path / "scans"
+    good = _write_nifti(root / "good.nii.gz")
+    os.symlink("gone.nii.gz", root / "dangling.nii.gz")
+    os.symlink("loop.nii.gz", root / "loop.nii.gz")
+    os.symlink("IM0001", root / "IM0001")  # a looping link without suffix may be a DICOM file
+    (root / "folder.nii.gz").mkdir()
+    series = _write_dicom_series(root / "series")
+    os.symlink("gone", series / "IM9999")  # reported by the series check, not listed on its own
+    found = [item["image"] for item in list_images(root)]
+    expected = ["IM0001", "dangling.nii.gz", "folder.nii.gz", "good.nii.gz", "loop.nii.gz", "series"]
+    assert found == [str(root / name) for name in expected] and str(good) in found
+
+
+def test_list_images_keeps_unreadable_folders_and_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # tests run as root, where chmod takes no permission away: os.scandir and open refuse instead
+    root = tmp_path / "scans"
+    _write_nifti(root / "good.nii.gz")
+    _write_nifti(root / "locked" / "hidden_scan.nii.gz")
+    (root / "other").mkdir()
+    (root / "other" / "IM0001").write_bytes(b"unknown")
+    locked, unreadable = str(root / "locked"), str(root / "other" / "IM0001")
+    real_scandir, real_open = os.scandir, open
+
+    def scandir(path=".", *args):
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return real_scandir(path, *args)
+
+    def open_denied(file, *args, **kwargs):
+        if os.fspath(file) == unreadable:
+            raise PermissionError(13, "Permission denied", unreadable)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr("builtins.open", open_denied)
+    assert [item["image"] for item in list_images(root)] == [str(root / "good.nii.gz"), locked, unreadable]
+
+
+def test_list_images_follows_folder_links_once(tmp_path: Path) -> None:
+    root = tmp_path / "scans"
+    series = _write_dicom_series(tmp_path / "store" / "series")
+    _write_nifti(root / "a.nii.gz")
+    os.symlink(series, root / "linked_series")  # a folder link: listed, where it was silently skipped
+    os.symlink(root / "sub", root / "alias")
+    _write_nifti(root / "sub" / "b.nii.gz")
+    os.symlink("..", root / "sub" / "up")  # a loop: walked no more
+    os.symlink(tmp_path, root / "parent")  # above the root: never walked
+    found = [item["image"] for item in list_images(root)]
+    assert found == [str(root / "a.nii.gz"), str(root / "linked_series"), str(root / "sub" / "b.nii.gz")]

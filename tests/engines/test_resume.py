@@ -182,6 +182,30 @@ def test_completed_training_is_not_repeated(tmp_path, tiny_dataset):
     assert steps == [] and trainer.state.epoch == 1
 
 
+def test_resume_restores_the_best_metric_record(tmp_path, tiny_dataset):
+    """After a resume, model_best.pt is replaced only by a validation better than the best before the kill."""
+    _run_workflow(tmp_path / "b", tiny_dataset, 2).run()
+    models = tmp_path / "b" / "models"
+    best = torch.load(models / "checkpoint_epoch=2.pt", weights_only=True)["best_metric"]
+    assert best["best_metric_epoch"] in (1, 2) and len(best["key_metric_saved"]) == 1
+    best_bytes = (models / "model_best.pt").read_bytes()
+
+    wf = _run_workflow(tmp_path / "b", tiny_dataset, 3)
+    evaluator = wf.parser.get_parsed_content("validate#evaluator")
+    saver = wf.parser.get_parsed_content("validate#best_saver")
+    restored = []
+
+    def capture(engine):
+        saved = [list(item) for item in saver._key_metric_checkpoint.state_dict()["_saved"]]
+        restored.append((evaluator.state.best_metric, evaluator.state.best_metric_epoch, saved))
+
+    wf.parser.get_parsed_content("train#trainer").add_event_handler(Events.EPOCH_STARTED(once=3), capture)
+    wf.run()
+    assert restored == [(best["best_metric"], best["best_metric_epoch"], best["key_metric_saved"])]
+    improved = evaluator.state.metrics["val_criterion"] > best["best_metric"]
+    assert ((models / "model_best.pt").read_bytes() != best_bytes) == improved
+
+
 @pytest.fixture(autouse=True)
 def _no_leftover(tmp_path):
     yield

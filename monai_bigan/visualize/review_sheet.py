@@ -16,11 +16,13 @@ ranks among the healthy validation scans (and how coarse that ranking is), how m
 and numbers its slices as the input file does.
 
 Figures are drawn with :py:class:`matplotlib.figure.Figure` and the Agg canvas directly, so importing this module
-never switches the global matplotlib backend.
+never switches the global matplotlib backend. The slice panels are figure images (no Axes each: an Axes' tick and grid
+artists cost most of a sheet's time), drawn pixel for pixel as ``imshow(interpolation="nearest")`` would.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import textwrap
@@ -270,9 +272,103 @@ def _region_slices(heatmap: np.ndarray, threshold: float, min_voxels: int) -> li
     if sizes.size == 0:
         return []
     depth = heatmap.shape[-1]
-    index = labels.astype(np.int64) * depth + np.arange(depth)  # (region, slice) pairs, slices on the last axis
-    per_slice = np.bincount(index.reshape(-1), minlength=(sizes.size + 1) * depth).reshape(sizes.size + 1, depth)
-    return [int(np.argmax(per_slice[r])) for r in range(1, sizes.size + 1)]
+    inside = np.flatnonzero(labels)  # only the regions' voxels; slices on the last axis: flat index % depth
+    pairs = (labels.reshape(-1)[inside].astype(np.int64) - 1) * depth + inside % depth  # (region, slice) pairs
+    per_slice = np.bincount(pairs, minlength=sizes.size * depth).reshape(sizes.size, depth)
+    return [int(i) for i in np.argmax(per_slice, axis=1)]
+
+
+#: the text properties of an Axes title (``set_title(fontsize=11)``) and y label (``set_ylabel(fontsize=10)``)
+_COLUMN_TITLE = {"ha": "center", "va": "baseline", "fontsize": 11}
+_ROW_LABEL = {"ha": "center", "va": "bottom", "rotation": 90, "rotation_mode": "anchor", "fontsize": 10}
+
+
+def _nearest_indices(num_voxels: int, start: float, stop: float, first_pixel: int, num_pixels: int) -> np.ndarray:
+    """
+    For each of ``num_pixels`` pixels from ``first_pixel``, the voxel under its centre when ``num_voxels`` voxels span
+    the pixel coordinates [``start``, ``stop``) (nearest neighbour, as ``imshow(interpolation="nearest")`` draws).
+    """
+    centres = first_pixel + np.arange(num_pixels) + 0.5
+    position = (centres - start) * (num_voxels / (stop - start))
+    # a centre on a voxel border takes the lower voxel, like matplotlib's (Agg's) resampling
+    return np.clip(np.floor(position - 1e-6).astype(np.intp), 0, num_voxels - 1)
+
+
+def _outline_path(mask: np.ndarray) -> Any:
+    """
+    The outline of the ``True`` voxels of a 2D mask as ``Axes.contour(mask, levels=[0.5])`` draws it: one compound
+    matplotlib path in voxel coordinates (x along the columns, y along the rows, voxel centres at integers).
+    """
+    contourpy, _ = optional_import("contourpy")
+    MplPath, _ = optional_import("matplotlib.path", name="Path")
+    generator = contourpy.contour_generator(
+        z=mask.astype(np.float64), name="mpl2014", corner_mask=True, line_type=contourpy.LineType.SeparateCode
+    )
+    points, codes = generator.lines(0.5)
+    if not points:
+        return MplPath(np.zeros((0, 2)))
+    return MplPath(np.concatenate(points), np.concatenate(codes))
+
+
+@functools.cache
+def _panel_image_type() -> type:
+    """The class of :py:func:`_add_panel_image`'s artists (created on first use, with matplotlib)."""
+    FigureImage, _ = optional_import("matplotlib.image", name="FigureImage")
+    IdentityTransform, _ = optional_import("matplotlib.transforms", name="IdentityTransform")
+
+    class PanelImage(FigureImage):  # type: ignore[misc, valid-type]
+        """
+        A figure image filling a box given in inches, its array (first row at the top) colour-mapped at its own
+        resolution and then enlarged by nearest neighbour to the box's pixels: what ``imshow(interpolation="nearest")``
+        shows in an Axes of that box, without the Axes.
+        """
+
+        def __init__(self, fig: Figure, box: tuple[float, float, float, float], **kwargs: Any) -> None:
+            super().__init__(fig, origin="upper", **kwargs)
+            #: (left, bottom, width, height) in inches from the figure's bottom-left corner
+            self.box = box
+
+        def make_image(self, renderer: Any, magnification: float = 1.0, unsampled: bool = False) -> tuple:
+            data = self.get_array()
+            left, bottom, width, height = (v * renderer.dpi * magnification for v in self.box)
+            # the pixels covered, rounded as matplotlib rounds an Axes image's extent
+            x0, x1 = int(np.floor(left + 0.5)), int(np.floor(left + width + 0.5 + 1e-8))
+            y0, y1 = int(np.ceil(bottom - 0.5 - 1e-8)), int(np.ceil(bottom + height - 0.5))
+            if x1 <= x0 or y1 <= y0:
+                return None, 0, 0, None
+            # the first row at the top; the renderer takes the bottom row first
+            rows = _nearest_indices(data.shape[0], -(bottom + height), -bottom, -y1, y1 - y0)[::-1]
+            cols = _nearest_indices(data.shape[1], left, left + width, x0, x1 - x0)
+            rgba = np.ascontiguousarray(self.to_rgba(data, alpha=self.get_alpha(), bytes=True))
+            # one 32-bit word per RGBA pixel: a quarter of the elements to gather
+            pixels = rgba.view(np.uint32)[..., 0].take(rows, axis=0).take(cols, axis=1)
+            return (
+                pixels.view(np.uint8).reshape(*pixels.shape, 4),
+                x0 / magnification,
+                y0 / magnification,
+                IdentityTransform(),
+            )
+
+    return PanelImage
+
+
+def _add_panel_image(
+    fig: Figure, data: np.ndarray, box: tuple[float, float, float, float], alpha: float | None = None, **kwargs: Any
+) -> Any:
+    """
+    Show the 2D ``data`` (first row at the top) in ``box`` = (left, bottom, width, height) inches of ``fig``, as
+    ``imshow(data, interpolation="nearest", alpha=alpha, **kwargs)`` in an Axes of that box with the axis off would
+    (``kwargs``: ``cmap`` and ``norm`` or ``vmin``/``vmax``). The artist is one of ``fig.images``.
+    """
+    norm = kwargs.pop("norm", None)
+    vmin, vmax = kwargs.pop("vmin", None), kwargs.pop("vmax", None)
+    image = _panel_image_type()(fig, box, norm=norm, **kwargs)
+    image.set_array(data)
+    image.set_alpha(alpha)
+    if norm is None:
+        image.set_clim(vmin, vmax)
+    fig.images.append(image)
+    return image
 
 
 def render_review_sheet(
@@ -384,6 +480,10 @@ def render_review_sheet(
     Normalize, _ = optional_import("matplotlib.colors", name="Normalize")
     Figure, _ = optional_import("matplotlib.figure", name="Figure")
     Rectangle, _ = optional_import("matplotlib.patches", name="Rectangle")
+    PathPatch, _ = optional_import("matplotlib.patches", name="PathPatch")
+    PathType, _ = optional_import("matplotlib.path", name="Path")
+    Affine2D, _ = optional_import("matplotlib.transforms", name="Affine2D")
+    rc_params, _ = optional_import("matplotlib", name="rcParams")
     img = _as_spatial(image, "image")
     rec = _as_spatial(reconstruction, "reconstruction")
     hm = _as_spatial(heatmap, "heatmap")
@@ -510,33 +610,60 @@ def render_review_sheet(
             y += size * line_h
     _shrink_to_width(fig, headlines, max_width=width - 0.3)
 
+    # Each panel is a figure image in its box: one Axes per panel (with imshow) cost most of the sheet's time, on
+    # tick and grid artists created and drawn for nothing. What the Axes did is kept: the panel is shrunk to the
+    # slice's aspect ratio (square voxels) and centred in its square, framed as by spines, titled ``axes.titlepad``
+    # points above and labelled ``axes.labelpad`` points left of it, the outline drawn as ``contour`` draws it.
     lo, hi = _intensity_window(img)
-    cmap = colormaps["inferno"]
+    gray, cmap = colormaps["gray"], colormaps["inferno"]  # one lookup table each for all panels
     norm = Normalize(vmin=0.0, vmax=float(heatmap_vmax))
     column_titles = ("image", "reconstruction G(E(x))", "heatmap over image")
+    inches = fig.dpi_scale_trans
+    shown_rows, shown_cols = img.shape[1], img.shape[0]  # np.rot90 shows an (H, W) slice as (W, H)
+    panel_w = panel * min(1.0, shown_cols / shown_rows)
+    panel_h = panel * min(1.0, shown_rows / shown_cols)
+    frames: list[tuple[float, float]] = []  # bottom-left corners of the panels
     for r, k in enumerate(rows):
-        y = header + r * (panel + gap)
         sl_img, sl_rec, sl_hm = (np.rot90(a[..., k]) for a in (img, rec, hm))
-        h, w = sl_img.shape
-        axes = [fig.add_axes(box(left + c * (panel + gap), y, panel, panel)) for c in range(3)]
-        for c, ax in enumerate(axes):
-            ax.imshow(sl_img if c != 1 else sl_rec, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+        # the panels' bottom-left corners in inches from the figure's bottom-left corner
+        bottom = height - header - r * (panel + gap) - (panel + panel_h) / 2
+        lefts = [left + c * (panel + gap) + (panel - panel_w) / 2 for c in range(3)]
+        for c, sl in enumerate((sl_img, sl_rec, sl_img)):
+            _add_panel_image(fig, sl, (lefts[c], bottom, panel_w, panel_h), cmap=gray, vmin=lo, vmax=hi)
+            frames.append((lefts[c], bottom))
             if r == 0:
-                ax.set_title(column_titles[c], fontsize=11)
+                title_y = bottom + panel_h + rc_params["axes.titlepad"] / 72.0
+                fig.text(lefts[c] + panel_w / 2, title_y, column_titles[c], transform=inches, **_COLUMN_TITLE)
         overlay = np.ma.masked_where(~np.isfinite(sl_hm) | (sl_hm < floor), sl_hm)
-        axes[2].imshow(overlay, cmap=cmap, norm=norm, alpha=0.6, interpolation="nearest")
+        _add_panel_image(fig, overlay, (lefts[2], bottom, panel_w, panel_h), cmap=cmap, norm=norm, alpha=0.6)
         if threshold is not None:
             above = np.nan_to_num(sl_hm, nan=-np.inf) >= threshold
             if above.any() and not above.all():
-                axes[2].contour(above.astype(np.float32), levels=[0.5], colors="cyan", linewidths=1.2)
-        for ax in axes:
-            ax.set_xlim(-0.5, w - 0.5)
-            ax.set_ylim(h - 0.5, -0.5)
+                # voxel centres at integers, the first row at the top of the panel
+                scale_x, scale_y = panel_w / shown_cols, panel_h / shown_rows
+                voxels_to_inches = (
+                    Affine2D()
+                    .scale(scale_x, -scale_y)
+                    .translate(lefts[2] + 0.5 * scale_x, bottom + panel_h - 0.5 * scale_y)
+                )
+                outline = PathPatch(_outline_path(above), fill=False, transform=voxels_to_inches + inches, zorder=2)
+                outline.set(edgecolor="cyan", linewidth=1.2)
+                fig.add_artist(outline)
         if not is_2d:
             score = "n/a" if not np.isfinite(scores[k]) else _fmt(scores[k])
-            axes[0].set_ylabel(f"slice {int(numbers[k])}\n{slice_score_label} {score}", fontsize=10)
+            label_x = lefts[0] - rc_params["axes.labelpad"] / 72.0
+            label = f"slice {int(numbers[k])}\n{slice_score_label} {score}"
+            fig.text(label_x, bottom + panel_h / 2, label, transform=inches, **_ROW_LABEL)
+
+    # the panels' frames, drawn like Axes spines, as one path
+    corners = np.array([(0.0, 0.0), (panel_w, 0.0), (panel_w, panel_h), (0.0, panel_h), (0.0, 0.0)])
+    frame_path = PathType(
+        np.concatenate([corners + corner for corner in frames]),
+        np.tile([PathType.MOVETO, *[PathType.LINETO] * 3, PathType.CLOSEPOLY], len(frames)),
+    )
+    frame = PathPatch(frame_path, fill=False, transform=inches, zorder=2.5)
+    frame.set(edgecolor=rc_params["axes.edgecolor"], linewidth=rc_params["axes.linewidth"])
+    fig.add_artist(frame)
 
     cax = fig.add_axes(box(left + 3 * panel + 2 * gap + cbar_gap, header, cbar_w, rows_height))
     cbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax, extend="max")

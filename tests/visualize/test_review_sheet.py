@@ -21,6 +21,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize, to_hex
+from matplotlib.figure import Figure
+from matplotlib.patches import PathPatch
 from monai.data import MetaTensor
 from monai.transforms import (
     Compose,
@@ -43,6 +47,7 @@ from monai_bigan.visualize import (
     render_review_sheet,
     select_slices,
 )
+from monai_bigan.visualize.review_sheet import _add_panel_image
 
 BLOB_SLICES = (5, 6, 7)
 
@@ -135,6 +140,37 @@ def test_render_2d(tmp_path):
         threshold=0.5,
     )
     _check_png(out, min_size=200)
+
+
+@pytest.mark.parametrize(
+    "shape, figsize, box",
+    [
+        ((7, 5), (2.0, 2.1), (0.13, 0.271, 1.37, 1.618)),  # box edges between pixels, non-integer scales
+        ((64, 48), (2.5, 2.5), (0.2, 0.2, 2.1, 1.575)),  # the default panel: pixel centres on voxel borders
+    ],
+)
+def test_panel_images_draw_like_imshow(shape, figsize, box):
+    """A panel image (and a heatmap over it) shows what imshow(interpolation="nearest") shows in an Axes of its box."""
+    rng = np.random.default_rng(0)
+    data = rng.random(shape).astype(np.float32)
+    data[2, 3] = np.nan
+    overlay = np.ma.masked_less(data, 0.6)
+    pixels = []
+    for in_axes in (True, False):
+        fig = Figure(figsize=figsize, dpi=100)
+        FigureCanvasAgg(fig)
+        if in_axes:
+            ax = fig.add_axes([box[0] / figsize[0], box[1] / figsize[1], box[2] / figsize[0], box[3] / figsize[1]])
+            ax.set_axis_off()
+            ax.imshow(data, cmap="gray", vmin=0.1, vmax=0.9, interpolation="nearest", aspect="auto")
+            ax.imshow(overlay, cmap="inferno", norm=Normalize(0, 1), alpha=0.6, interpolation="nearest", aspect="auto")
+        else:
+            _add_panel_image(fig, data, box, cmap="gray", vmin=0.1, vmax=0.9)
+            _add_panel_image(fig, overlay, box, cmap="inferno", norm=Normalize(0, 1), alpha=0.6)
+        fig.canvas.draw()
+        pixels.append(np.asarray(fig.canvas.buffer_rgba()).copy())
+    assert pixels[0].std() > 10  # something drawn
+    np.testing.assert_array_equal(pixels[1], pixels[0])
 
 
 def test_mismatch_raises(tmp_path):
@@ -238,7 +274,18 @@ def _drawn_text(fig) -> str:
 
 
 def _row_labels(fig) -> list[str]:
-    return [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel() and "slice" in ax.get_ylabel()]
+    """The "slice n / slice score s" labels left of the rows (vertical texts), top row first."""
+    return [t.get_text() for t in fig.texts if t.get_rotation() == 90 and t.get_text().startswith("slice ")]
+
+
+def _overlays(fig) -> list:
+    """The heatmap images over the third panel of each row, top row first."""
+    return [im for im in fig.images if im.get_cmap().name == "inferno"]
+
+
+def _outlines(fig) -> list:
+    """The cyan outlines of the above-threshold regions, top row first."""
+    return [a for a in fig.artists if isinstance(a, PathPatch) and to_hex(a.get_edgecolor()) == to_hex("cyan")]
 
 
 def _shown_slices(fig) -> list[int]:
@@ -330,8 +377,9 @@ def test_overlay_colours_only_voxels_at_the_voxel_threshold(tmp_path):
     kwargs = {"title": "t", "heatmap_vmax": 1.0, "num_slices": 2, "threshold": 0.5}
 
     def coloured(fig) -> list[np.ndarray]:
-        # the overlay is the second image of each "heatmap over image" panel; masked voxels are not coloured
-        return [ax.images[1].get_array() for ax in fig.axes if len(ax.images) == 2]
+        # the heatmap slice shown over each "heatmap over image" panel; masked voxels are not coloured
+        assert all(im.get_alpha() == 0.6 for im in _overlays(fig))
+        return [im.get_array() for im in _overlays(fig)]
 
     fig, _ = _capture(render_review_sheet, image, recon, heatmap, scores, tmp_path / "a.png", **kwargs)
     overlays = coloured(fig)
@@ -340,6 +388,19 @@ def test_overlay_colours_only_voxels_at_the_voxel_threshold(tmp_path):
     for overlay in overlays:
         # the blob only, not the tinted disc
         assert (~np.ma.getmaskarray(overlay)).sum() == (np.asarray(overlay.data) >= 0.5).sum()
+    # the outline (one per row with voxels at the threshold) encloses exactly those voxels, over the third panel
+    with_blob = [im for im in _overlays(fig) if im.get_array().compressed().size]
+    outlines = _outlines(fig)
+    assert len(outlines) == len(with_blob) >= 1
+    for outline, im in zip(outlines, with_blob):
+        above = np.asarray(im.get_array().data) >= 0.5
+        rows, cols = np.indices(above.shape)
+        inside = outline.get_path().contains_points(np.stack([cols.ravel(), rows.ravel()], axis=1))
+        assert np.array_equal(inside.reshape(above.shape), above)
+        # voxel coordinates to the figure: the voxel corners land on the corners of the overlay's box
+        left, bottom, width, height = (v * fig.dpi for v in im.box)
+        top_left, bottom_right = outline.get_transform().transform([(-0.5, -0.5), np.array(above.shape[::-1]) - 0.5])
+        np.testing.assert_allclose([*top_left, *bottom_right], [left, bottom + height, left + width, bottom])
     assert "Coloured: heatmap \u2265 0.5 (the voxel threshold" in _drawn_text(fig)
     # a documented fraction of the threshold
     fig, _ = _capture(
@@ -396,6 +457,8 @@ def test_slice_scores_are_labelled_and_explained(tmp_path):
     labels = _row_labels(fig)
     slice_scores = item["slice_map"][0, 0, 0].numpy()
     assert len(labels) == 3
+    columns = ("image", "reconstruction G(E(x))", "heatmap over image")
+    assert [t.get_text() for t in fig.texts if t.get_text() in columns] == list(columns)  # above the first row
     for label in labels:
         k = int(label.split()[1])
         assert label == f"slice {k}\nslice score {slice_scores[k]:.3g}"

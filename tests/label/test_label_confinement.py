@@ -337,7 +337,8 @@ def test_training_status_shows_one_line_not_a_traceback(workdir, tiny_dataset):
             status = one_image_client.get("/train/").json()
             if status["id"] == task_id and status["status"] in ("DONE", "ERROR"):
                 break
-            assert time.monotonic() < deadline, status
+            if time.monotonic() > deadline:  # a hang guard, not a speed check: the failing task ends in seconds
+                pytest.fail(f"training task did not end within {TRAIN_TIMEOUT_S} s: {status}")
             time.sleep(1)
     details = "\n".join(status["details"])
     assert status["status"] == "ERROR", details

@@ -867,6 +867,19 @@ class ReviewSheetd(MapTransform):
         source = self.source(d)
         return Path(source.rstrip("/\\")).name if source else ""
 
+    def title(self, d: Mapping[Hashable, Any]) -> str:
+        """
+        The sheet's title: the input's name, preceded by its folder relative to the batch's data root when the
+        ``layout`` names outputs by relative path (so two ``scan.nii.gz`` of an archive are told apart on the sheet).
+        """
+        name = self.source_name(d) or "image"
+        source = self.source(d)
+        batch = getattr(self.layout, "batch", None)
+        if batch is None or not source:
+            return name
+        folder = Path(batch.stem(source)).parent.as_posix()
+        return name if folder in ("", ".") else f"{folder}/{name}"
+
     def stem(self, name: str) -> str:
         """``name`` without a known image extension (:py:func:`monai_bigan.data.output_stem`), ``"image"`` if empty."""
         return output_stem(name) if name else "image"
@@ -1102,7 +1115,6 @@ class ReviewSheetd(MapTransform):
                 )
             else:
                 footnotes.append("Slice numbers: index on the model grid (the input's own numbering is not recorded).")
-        name = self.source_name(d)
         overlay = None if self.threshold is None else self.overlay_fraction * float(self.threshold)
         path = render_review_sheet(
             image,
@@ -1110,7 +1122,7 @@ class ReviewSheetd(MapTransform):
             heatmap,
             slice_scores,
             self.sheet_path(d),
-            title=name or "image",
+            title=self.title(d),
             info_lines=self.info_lines(d),
             heatmap_vmax=self.heatmap_vmax,
             num_slices=self.num_slices,

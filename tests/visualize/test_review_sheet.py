@@ -598,3 +598,19 @@ def test_review_sheetd_numbers_slices_like_scores_csv(oblique_scan, tmp_path):
     fig, _ = _capture(ReviewSheetd(tmp_path, threshold=0.5, num_slices=3), item)
     assert any(label.startswith("slice 4\n") for label in _row_labels(fig))
     assert "Slice numbers: index on the model grid" in _drawn_text(fig)
+
+
+@pytest.mark.parametrize("stem, title", [("site_a/scan", "site_a/scan.nii.gz"), ("scan", "scan.nii.gz")])
+def test_sheet_title_names_the_folder_of_repeated_file_names(tmp_path, stem, title):
+    """In an archive, outputs are named by relative path: the sheet's title says which ``scan.nii.gz`` it shows."""
+
+    class Batch:
+        def stem(self, source):
+            assert source == "/archive/site_a/scan.nii.gz"
+            return stem
+
+    layout = mock.Mock(batch=Batch())
+    transform = ReviewSheetd(layout=layout)
+    image = MetaTensor(torch.zeros(1, 4, 4, 4), meta={"filename_or_obj": "/archive/site_a/scan.nii.gz"})
+    assert transform.title({"image": image}) == title
+    assert ReviewSheetd(tmp_path).title({"image": image}) == "scan.nii.gz"

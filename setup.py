@@ -36,7 +36,12 @@ setup(
         "pytorch-ignite>=0.4.11,<0.6",
         "numpy>=1.24,<3",
         "nibabel>=5.0",
-        "pydicom>=2.4",
+        # pydicom 2: pydicom-seg (MONAI Label's DICOM SEG path) uses pydicom 2 APIs, and highdicom 0.22 is its last
+        # release for pydicom 2. highdicom writes the DICOM SEG, Parametric Map and SR outputs.
+        "pydicom>=2.4.4,<3",
+        "highdicom>=0.22.0,<0.23",
+        # DICOMweb (QIDO/WADO/STOW) for batch scoring from and to a PACS; 0.59 is MONAI Label 0.8.5's
+        "dicomweb-client>=0.59.1,<0.60",
         "matplotlib>=3.7",
         "tqdm>=4.60",
         "scipy>=1.10",
@@ -45,7 +50,8 @@ setup(
         "scikit-learn>=1.3",
     ],
     extras_require={
-        "test": ["pytest>=7.0"],
+        # selenium drives Debian's chromium (and chromium-driver) for the OHIF viewer test; nothing is downloaded
+        "test": ["pytest>=7.0", "selenium>=4.20"],
         # ONNX export of the scorer and its parity tests (torch.onnx's dynamo exporter needs onnxscript)
         "export": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
         # MONAI Label app (monai_bigan/label). monailabel itself and pydicom-seg are installed with --no-deps (see

@@ -15,7 +15,7 @@ discriminator D(x, z)), trained on healthy scans only, built on MONAI and PyTorc
 
 from __future__ import annotations
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"
 
 from . import (
     baselines,

@@ -69,6 +69,26 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory):
+    """
+    A real Orthanc PACS with DICOMweb (tests/orthanc.py) for the session: ``.url``, ``.dicomweb_url``. Skipped when
+    Orthanc or its DICOMweb plugin is not installed, except in CI (env CI set), where that fails the test.
+    """
+    import os
+
+    from tests.orthanc import orthanc_missing, start_orthanc
+
+    missing = orthanc_missing()
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing}: CI must run the PACS tests.")
+        pytest.skip(missing)
+    server = start_orthanc(tmp_path_factory.mktemp("orthanc"))
+    yield server
+    server.stop()
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -48,10 +48,15 @@ __all__ = [
     "generate_demo_data",
     "ensure_demo_slices",
     "extract_demo_slices",
+    "dicomweb_datalist",
+    "inference_inputs",
+    "orthanc_config",
+    "upload",
 ]
 
 _DEMO_NAMES = ("DEMO_FORMAT_VERSION", "DEMO_INFO_FILENAME", "ensure_demo_data", "generate_demo_data")
 _DEMO_SLICES_NAMES = ("ensure_demo_slices", "extract_demo_slices")
+_DICOMWEB_NAMES = ("dicomweb_datalist", "inference_inputs", "orthanc_config", "upload")
 
 
 def __getattr__(name: str) -> Any:
@@ -64,4 +69,9 @@ def __getattr__(name: str) -> Any:
         from . import demo_slices
 
         return getattr(demo_slices, name)
+    if name in _DICOMWEB_NAMES:
+        # imported on first use too: `python -m monai_bigan.data.dicomweb`, and dicomweb-client is optional
+        from . import dicomweb
+
+        return getattr(dicomweb, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -58,6 +58,9 @@ class GuardedDataset(Dataset):
 
     def _transform(self, index: int):
         item = self.data[index]
+        if isinstance(item, dict) and ERROR_KEY in item:
+            # an input its datalist could not fetch (e.g. a PACS series that failed to download): reported, not loaded
+            return {ERROR_KEY: str(item[ERROR_KEY]), SOURCE_KEY: str(item.get(self.image_key, f"item {index}"))}
         try:
             return apply_transform(self.transform, item) if self.transform is not None else item
         except Exception as e:  # a broken input must not stop the others

@@ -26,7 +26,12 @@ logger = logging.getLogger(__name__)
 
 
 def _folder_of(image: str) -> Path:
-    """The real folder holding ``image`` (a file, or a DICOM series folder)."""
+    """
+    The real folder of ``image``: a DICOM series folder itself (an output folder holding the SEG, Parametric Map and
+    SR of a batch is listed as a series folder), else the folder holding the file.
+    """
+    if os.path.isdir(image):
+        return Path(os.path.realpath(image))
     return Path(os.path.realpath(os.path.dirname(os.path.abspath(image))))
 
 

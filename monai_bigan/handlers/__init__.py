@@ -19,6 +19,7 @@ from .health import TrainingCollapseError, TrainingHealthMonitor
 from .progress import TrainingProgress, progress_bar
 from .report import REPORT_COLUMNS, AnomalyReportHandler
 from .residual_statistics import ResidualStatisticsHandler
+from .stow import StowHandler
 
 __all__ = [
     "AnomalyReportHandler",
@@ -29,6 +30,7 @@ __all__ = [
     "ResidualStatisticsHandler",
     "REPORT_COLUMNS",
     "ResumeHandler",
+    "StowHandler",
     "TrainingCollapseError",
     "TrainingHealthMonitor",
     "TrainingProgress",

@@ -13,6 +13,16 @@
 from __future__ import annotations
 
 from .atomic import atomic_path, atomic_save_figure, atomic_write_text, new_file_mode, write_error
+from .dicom import (
+    anomaly_segmentation,
+    heatmap_parametric_map,
+    read_series,
+    reorient_for_dicom,
+    score_report,
+    volume_to_frames,
+    write_dataset,
+    write_dicom_series,
+)
 from .writers import AtomicNibabelWriter
 
 __all__ = [
@@ -22,4 +32,12 @@ __all__ = [
     "new_file_mode",
     "write_error",
     "AtomicNibabelWriter",
+    "anomaly_segmentation",
+    "heatmap_parametric_map",
+    "read_series",
+    "reorient_for_dicom",
+    "score_report",
+    "volume_to_frames",
+    "write_dataset",
+    "write_dicom_series",
 ]

@@ -59,7 +59,14 @@ _RESULT_DTYPES = ("uint8", "int16", "int32", "float32", "float64")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 #: request keys MONAI Label or the task set from server-side files: never taken from clients
-_SERVER_KEYS = ("image_path", "model_filename", "skip_writer", "result_write_to_file", "bundle_path")
+_SERVER_KEYS = (
+    "image_path",
+    "model_filename",
+    "skip_writer",
+    "result_write_to_file",
+    "bundle_path",
+    "bigan_dicom_dir",  # monai_bigan.label.dicom.DICOM_DIR_KEY: the request's folder of DICOM outputs
+)
 #: what MONAI Label's infer endpoint adds for uploads (a label file, a session): server paths this app does not serve
 _UPLOAD_KEYS = ("label", "session")
 _NO_UPLOADS = (

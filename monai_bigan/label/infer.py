@@ -29,7 +29,9 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.transform.writer import Writer
 
+from monai_bigan.label.dicom import DICOM_DIR_KEY, DicomOutputFolder
 from monai_bigan.label.workflow import InferenceModel, InferenceWorkflow, LabelResultd
+from monai_bigan.transforms import SaveDicomResultsd
 
 __all__ = ["BiGANInferTask"]
 
@@ -42,7 +44,7 @@ class BiGANInferTask(BasicInferTask):
 
     The result JSON (``params`` of ``/infer``) holds ``score``, ``score_residual``, ``score_discriminator``,
     ``percentile``, ``flagged``, ``threshold``, ``threshold_mode``, ``voxel_threshold``, ``heatmap_vmax`` and
-    ``mask_voxels``. The label file is a NIfTI (``.nii.gz`` for DICOM series input): uint8 with ``{"anomaly": 1}``
+    ``mask_voxels``; for a DICOM series, the app adds the UIDs of the SEG, Parametric Map and SR under ``dicom``. The label file is a NIfTI (``.nii.gz`` for DICOM series input): uint8 with ``{"anomaly": 1}``
     for ``output="mask"``, float32 for ``output="heatmap"``.
 
     Args:
@@ -93,10 +95,18 @@ class BiGANInferTask(BasicInferTask):
         return None
 
     def post_transforms(self, data: dict[str, Any] | None = None) -> Sequence[Callable]:
+        """
+        The inference bundle's post-processing, then (when the app gave the request a DICOM folder, and the image is
+        a DICOM series) the SEG, Parametric Map and SR of the bundle's own writer, then the MONAI Label result.
+        """
         workflow = self.workflow(data)
-        return list(workflow.postprocessing) + [
-            LabelResultd(self.output, workflow.calibration, threshold_mode=workflow.threshold_mode)
-        ]
+        transforms = list(workflow.postprocessing)
+        dicom_dir = (data or {}).get(DICOM_DIR_KEY)
+        if dicom_dir:
+            transforms.append(
+                SaveDicomResultsd(DicomOutputFolder(dicom_dir), mode="auto", heatmap_label=workflow.heatmap_label)
+            )
+        return transforms + [LabelResultd(self.output, workflow.calibration, threshold_mode=workflow.threshold_mode)]
 
     def _get_network(self, device: str, data: dict[str, Any] | None) -> torch.nn.Module:
         return self.workflow({"device": device}).scorer

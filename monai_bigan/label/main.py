@@ -26,6 +26,12 @@ MONAI Label app of the BiGAN anomaly detector::
 * ``overrides``: JSON object of config overrides applied to both configs (network hyper-parameters...); they take
   precedence over ``<bundle_root>/models/configs_override.json``, which the train task writes.
 * ``skip_trainers``: ``true`` for an infer-only app.
+* ``modality``: the series a DICOMweb datastore lists (``--studies http://host:8042/dicom-web``); default ``MR``,
+  empty for every series (it replaces MONAI Label's ``MONAI_LABEL_DICOMWEB_SEARCH_FILTER``, whose default is CT).
+
+With a DICOMweb datastore (a PACS such as Orthanc), each series is read as its DICOM files, and every ``/infer`` of a
+series writes its DICOM SEG, Parametric Map and Comprehensive 3D SR with highdicom and stores them in the PACS
+(STOW-RS); their UIDs are in the result JSON under ``dicom``. ``/infer/bigan?output=dicom_seg`` returns the SEG.
 
 The app is confined to its datastore (:py:mod:`monai_bigan.label.confinement`): ``/infer`` takes datastore image ids
 only (a path, ``..``, a separator or an encoded one: 400; an id the datastore does not list: 404), checks its
@@ -39,18 +45,21 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException
 from monailabel.config import settings
+from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.interfaces.app import MONAILabelApp
-from monailabel.interfaces.datastore import DefaultLabelTag
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.utils.others.generic import strtobool
 from monailabel.utils.sessions import Sessions
 
 import monai_bigan
+from monai_bigan.data.dicomweb import upload
 from monai_bigan.exceptions import TrainingLockedError
 from monai_bigan.label.confinement import (
     DisabledSessions,
@@ -60,14 +69,25 @@ from monai_bigan.label.confinement import (
     infer_save_label,
     resolve_image,
 )
+from monai_bigan.label.dicom import (
+    DICOM_DIR_KEY,
+    dicom_output_summary,
+    new_request_folder,
+    remove_request_folder,
+    route_dicom_seg,
+    seg_file,
+)
 from monai_bigan.label.error_log import ErrorLog, first_line
 from monai_bigan.label.infer import BiGANInferTask
 from monai_bigan.label.train import BiGANTrainTask, TrainRequestError
-from monai_bigan.label.workflow import InferenceModel, LabelBundle, ModelNotTrainedError
+from monai_bigan.label.workflow import DICOM_FILES_KEY, InferenceModel, LabelBundle, ModelNotTrainedError
 
 logger = logging.getLogger(__name__)
 
 MODEL_NAMES = ("bigan", "bigan_heatmap")
+#: ``--conf`` key of the modality a DICOMweb datastore lists (empty: every series)
+CONF_MODALITY = "modality"
+DEFAULT_MODALITY = "MR"
 
 
 def _requested_models(value: str | None) -> list[str]:
@@ -118,6 +138,27 @@ class BiGANApp(MONAILabelApp):
             labels={"anomaly": 1},
         )
 
+    def init_remote_datastore(self) -> Datastore:
+        """
+        MONAI Label's remote datastore; a DICOMweb one hands over each series as its DICOM files, not converted to
+        NIfTI, so that the scan is read as the inference bundle reads it and the SEG, Parametric Map and SR
+        reference the very instances that were scored.
+        """
+        if settings.MONAI_LABEL_DATASTORE.lower() not in ("xnat", "dsa"):
+            settings.MONAI_LABEL_DICOMWEB_CONVERT_TO_NIFTI = False
+            # MONAI Label lists CT series by default; this model scores the modality it was trained on
+            modality = self.conf.get(CONF_MODALITY, DEFAULT_MODALITY)
+            settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER = {"Modality": modality} if modality else {}
+            logger.info(f"DICOMweb datastore: series matching {settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER}")
+        return super().init_remote_datastore()
+
+    def _download_dcmqi_tools(self) -> None:
+        """
+        Nothing to fetch: MONAI Label downloads dcmqi from GitHub for a DICOMweb datastore (its own DICOM SEG
+        writer), which fails offline; this app writes its DICOM SEG, Parametric Map and SR with highdicom.
+        """
+        logger.info("DICOM outputs are written with highdicom: MONAI Label's dcmqi download is not needed.")
+
     def init_infers(self) -> dict[str, InferTask]:
         outputs = {"bigan": "mask", "bigan_heatmap": "heatmap"}
         return {name: BiGANInferTask(self.inference_model, output=outputs[name]) for name in self.model_names}
@@ -132,6 +173,7 @@ class BiGANApp(MONAILabelApp):
         server = sys.modules.get("monailabel.app")  # the FastAPI app of `monailabel start_server`
         if server is not None and hasattr(server, "app"):
             guard_train_endpoints(server.app, self.check_train_request)
+            route_dicom_seg(server.app, self.infer, list(self._infers))
         else:
             logger.warning("Not served by monailabel.app: train parameters are checked by the training task only.")
         super().on_init_complete()
@@ -164,8 +206,16 @@ class BiGANApp(MONAILabelApp):
             image_id = check_image_id(image_id)
             datastore = datastore or self.datastore()
             image_uri = resolve_image(datastore, image_id)
-            # MONAI Label's infer takes an existing path as is: hand it the datastore's file, save the label here
-            result = super().infer({**request, "image": image_uri, "save_label": False}, datastore)
+            wants_seg = request.pop("output", None) == "dicom_seg"
+            dicom_dir = new_request_folder()
+            try:
+                # MONAI Label's infer takes an existing path as is: hand it the datastore's file, save the label here
+                result = super().infer(
+                    {**request, "image": image_uri, "save_label": False, DICOM_DIR_KEY: dicom_dir}, datastore
+                )
+                self._store_dicom_outputs(result, datastore, image_id, wants_seg)
+            finally:
+                remove_request_folder(dicom_dir)
             if infer_save_label(request) and result.get("file"):
                 tag = request.get("label_tag", DefaultLabelTag.ORIGINAL)
                 result["label"] = datastore.save_label(
@@ -183,6 +233,35 @@ class BiGANApp(MONAILabelApp):
                 status_code=500,
                 detail=f"inference of image {shown} failed (error ref {ref}; details in the server's error log)",
             ) from None
+
+    def _store_dicom_outputs(self, result: dict[str, Any], datastore: Any, image_id: str, wants_seg: bool) -> None:
+        """
+        Replaces the paths of the request's DICOM objects in the result JSON by their UIDs (``params["dicom"]``),
+        sends them to the DICOMweb datastore (STOW-RS), and puts the SEG's bytes in ``result["dicom_seg"]`` when the
+        client asked for ``output=dicom_seg``.
+
+        Raises:
+            HTTPException: 400 when ``output=dicom_seg`` is asked for an image that is not a DICOM series.
+        """
+        params = result.get("params") if isinstance(result.get("params"), dict) else {}
+        files = params.pop(DICOM_FILES_KEY, None) or []
+        if wants_seg:
+            seg = seg_file(files)
+            if seg is None:
+                raise HTTPException(
+                    status_code=400,
+                    detail=f"image {first_line(repr(image_id))} is not a DICOM series: no DICOM SEG (use output=image)",
+                )
+            result["dicom_seg"] = Path(seg).read_bytes()
+        if not files:
+            return
+        summary: dict[str, Any] = dict(dicom_output_summary(files))
+        summary["stored"] = False
+        if isinstance(datastore, DICOMWebDatastore):
+            upload(self.studies, files)
+            summary["stored"] = True
+            logger.info(f"Stored the SEG, Parametric Map and SR of {image_id} in {self.studies}.")
+        params["dicom"] = summary
 
     def check_train_request(self, model: str, params: Mapping[str, Any]) -> None:
         """

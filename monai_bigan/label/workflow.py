@@ -40,6 +40,7 @@ from monai_bigan.data.datalist import DATALIST_FILENAME
 from monai_bigan.io.atomic import atomic_write_text
 
 __all__ = [
+    "DICOM_FILES_KEY",
     "OVERRIDES_FILENAME",
     "SKIPPED_POSTPROCESSING",
     "ModelNotTrainedError",
@@ -52,10 +53,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: result key of the DICOM objects written for a request (the app uploads them and reports their UIDs instead)
+DICOM_FILES_KEY = "dicom_files"
 #: file beside the checkpoint holding the config overrides (network hyper-parameters...) the model was trained with
 OVERRIDES_FILENAME = "configs_override.json"
-#: post-processing transforms of ``inference.json`` that write files: MONAI Label writes the result itself
-SKIPPED_POSTPROCESSING = ("SaveImaged", "SaveImage", "ReviewSheetd")
+#: post-processing transforms of ``inference.json`` that write files: MONAI Label writes the result itself, and the
+#: infer task adds its own DICOM writer (monai_bigan.label.infer)
+SKIPPED_POSTPROCESSING = ("SaveImaged", "SaveImage", "ReviewSheetd", "SaveDicomResultsd")
 #: ``--conf`` keys the app understands
 CONF_BUNDLE_ROOT = "bundle_root"
 CONF_CONFIG_DIR = "config_dir"
@@ -231,6 +235,7 @@ class InferenceWorkflow:
         postprocessing: the ``postprocessing`` transforms without those that write files.
         calibration: the model's :py:class:`monai_bigan.utils.ScoreCalibration`.
         threshold_mode: ``"fpr"`` or ``"f1"``, as in the config.
+        heatmap_label: what the heatmap's values mean (``ScoringSettings.heatmap_label``), for the DICOM outputs.
     """
 
     parser: ConfigParser
@@ -240,6 +245,7 @@ class InferenceWorkflow:
     postprocessing: list[Callable]
     calibration: Any
     threshold_mode: str
+    heatmap_label: str = "anomaly heatmap"
 
 
 def _target_name(raw: Any) -> str:
@@ -293,6 +299,7 @@ def build_inference_workflow(bundle: LabelBundle, device: str | torch.device = "
         postprocessing=postprocessing,
         calibration=trained.calibration,
         threshold_mode=str(parser.get_parsed_content("threshold_mode")) if "threshold_mode" in parser else "fpr",
+        heatmap_label=parser.get_parsed_content("scoring").heatmap_label,
     )
 
 
@@ -361,6 +368,8 @@ class LabelResultd:
         heatmap_key: key of the inverted heatmap.
         pred_key: key MONAI Label writes.
         result_key: key of the result JSON.
+        dicom_key: key of the DICOM objects written by :py:class:`monai_bigan.transforms.SaveDicomResultsd`; their
+            paths go to ``result["dicom_files"]`` when there are any.
     """
 
     SCORE_KEYS = ("score", "score_residual", "score_discriminator", "percentile", "flagged", "threshold")
@@ -374,6 +383,7 @@ class LabelResultd:
         heatmap_key: str = "pred_heatmap",
         pred_key: str = "pred",
         result_key: str = "result",
+        dicom_key: str = "dicom_outputs",
     ) -> None:
         if output not in ("mask", "heatmap"):
             raise ValueError(f"output must be 'mask' or 'heatmap', got {output!r}.")
@@ -382,6 +392,7 @@ class LabelResultd:
         self.threshold_mode = threshold_mode
         self.mask_key, self.heatmap_key = mask_key, heatmap_key
         self.pred_key, self.result_key = pred_key, result_key
+        self.dicom_key = dicom_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -410,6 +421,8 @@ class LabelResultd:
                 "output": self.output,
             }
         )
+        if d.get(self.dicom_key):  # the DICOM objects written for this request, for the app to upload
+            result[DICOM_FILES_KEY] = [str(p) for p in d[self.dicom_key]]
         d[self.pred_key] = pred
         d[f"{self.pred_key}_meta_dict"] = {"affine": pred.affine.clone()}
         d[self.result_key] = result

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from .calibration import ScoreCalibrationd
 from .checks import DEFAULT_MAX_INPUT_VOXELS, CheckImaged, CheckInputd, InvalidImageError
+from .dicom_outputs import DICOM_OUTPUT_MODES, SaveDicomResultsd
 from .foreground import FOREGROUND_THRESHOLD, is_foreground
 from .heatmap import HeatmapPostprocessd
 from .scoring import AnomalyScored

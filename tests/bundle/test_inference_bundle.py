@@ -211,3 +211,49 @@ def test_outputs_stay_in_the_output_folder_for_inputs_outside_the_dataset(traine
     written = {p for p in tmp_path.rglob("*") if p.is_file()} - {outside / "scan.nii.gz", data / "datalist.json"}
     assert all(out in p.parents for p in written), written
     assert sorted(p.name for p in outside.iterdir()) == ["scan.nii.gz"]
+
+
+def test_dicom_outputs_for_dicom_series_and_on_request_for_nifti(trained_bundle, tiny_dataset, tmp_path):
+    from monai_bigan.io.dicom import read_series, volume_to_frames
+    from tests.io.test_dicom import dciodvfy_report, seg_frames_by_source
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    shutil.copy(tiny_dataset / "test_1.nii.gz", inputs / "scan.nii.gz")
+    series = inputs / "ct_series"
+    series.mkdir()
+    template = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    series_uid = generate_uid()
+    for i in range(6):
+        ds = copy.deepcopy(template)
+        ds.InstanceNumber = i + 1
+        ds.ImagePositionPatient = [float(v) for v in template.ImagePositionPatient[:2]] + [float(i) * 5.0]
+        ds.SOPInstanceUID = generate_uid()
+        ds.SeriesInstanceUID = series_uid
+        ds.save_as(series / f"slice_{i:02d}.dcm")
+    out = tmp_path / "auto"
+    _, run = _infer(trained_bundle, inputs, out)
+    run()
+    assert {r["status"] for r in _rows(out)} == {"ok"}
+    names = ("seg", "pmap", "sr")
+    assert all((out / f"ct_series_{name}.dcm").is_file() for name in names)
+    assert not list(out.glob("scan_*.dcm")) and not (out / "scan_series").exists()
+    # the SEG's frames are the mask NIfTI sampled on the source instances
+    sources = read_series(series, stop_before_pixels=True)
+    mask = LoadImage(image_only=True)(str(out / "ct_series_mask.nii.gz"))
+    seg = pydicom.dcmread(out / "ct_series_seg.dcm")
+    expected = (volume_to_frames(mask, mask.affine, sources) > 0).astype(np.uint8)
+    np.testing.assert_array_equal(seg_frames_by_source(seg, sources), expected)
+    assert seg.StudyInstanceUID == sources[0].StudyInstanceUID
+    assert "ct_series_sr.dcm" in (out / "records" / "ct_series.json").read_text()
+    errors, _ = dciodvfy_report(out / "ct_series_sr.dcm")
+    assert errors == []
+
+    always = tmp_path / "always"
+    _, run = _infer(trained_bundle, inputs, always, dicom_outputs="always")
+    run()
+    assert {r["status"] for r in _rows(always)} == {"ok"}
+    assert all((always / f"{stem}_{name}.dcm").is_file() for stem in ("scan", "ct_series") for name in names)
+    written_series = sorted((always / "scan_series").iterdir())
+    assert len(written_series) == nib.load(inputs / "scan.nii.gz").shape[2]
+    assert "scan_series/IM0001.dcm" in (always / "records" / "scan.json").read_text()

@@ -207,6 +207,20 @@ def test_output_folders_inside_an_input_folder_are_not_inputs(tmp_path):
     assert len(inference_datalist(folder, output_dir=folder)) == 3
 
 
+def test_an_output_folder_holding_dicom_objects_is_not_a_series_to_score(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    folder = tmp_path / "scans"
+    _nifti(folder / "a.nii.gz")
+    # a finished batch with DICOM outputs: the SEG, Parametric Map and SR sit at the top of the output folder
+    out = folder / "out"
+    out.mkdir()
+    for name in ("a_seg.dcm", "a_pmap.dcm", "a_sr.dcm"):
+        shutil.copy(get_testdata_file("MR_small.dcm"), out / name)
+    (out / MANIFEST_FILENAME).write_text("{}")
+    assert [e["image"] for e in inference_datalist(folder)] == [str(folder / "a.nii.gz")]
+
+
 def test_distributed_share_sampler_gives_every_item_to_one_rank():
     data = list(range(5))
     shares = [list(DistributedShareSampler(data, num_replicas=2, rank=r)) for r in (0, 1)]

@@ -233,6 +233,8 @@ def test_datastore_id_reaches_the_model(client):
         ({"timeout": -1}, "timeout must be"),
         ({"image_path": "/etc/hostname"}, "'image_path' is set by the server"),
         ({"model_filename": "../../model.pt"}, "'model_filename' is set by the server"),
+        # the folder the app writes a request's DICOM objects to: a client must never choose where files go
+        ({"bigan_dicom_dir": "/etc"}, "'bigan_dicom_dir' is set by the server"),
         ({"session": {"session_id": "x"}}, "sessions are not supported"),
     ],
 )

@@ -17,16 +17,9 @@ app download nothing; the server binds to 127.0.0.1 only.
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -39,47 +32,12 @@ import pytest
 if os.environ.get("CI") != "true":  # CI installs the label extra (README test command): never skip there
     pytest.importorskip("monailabel", reason="monailabel is not installed (see the README, section MONAI Label)")
 
-from tests.conftest import REPO_ROOT  # noqa: E402
+from tests.label.server import label_server  # noqa: E402
+from tests.label.server import logs as _logs  # noqa: E402
+from tests.label.server import multipart as _multipart  # noqa: E402
+from tests.label.server import request as _request  # noqa: E402
 
-APP_DIR = REPO_ROOT / "monai_bigan" / "label"
-START_TIMEOUT_S = 180
 SCORE_KEYS = ("score", "score_residual", "score_discriminator", "percentile", "flagged", "threshold")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _monailabel_command() -> list[str]:
-    """The `monailabel` script of this interpreter's environment (it runs `python -m monailabel.main`)."""
-    script = Path(sys.executable).parent / "monailabel"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "monailabel.main"]
-
-
-def _request(url: str, data: bytes | None = None, timeout: float = 300) -> tuple[int, dict, bytes]:
-    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
-    if data is not None:
-        req.add_header("Content-Type", "application/x-www-form-urlencoded")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
-
-
-def _multipart(headers: dict, body: bytes) -> dict[str, bytes]:
-    """The parts of a multipart response, by form field name."""
-    content_type = next(v for k, v in headers.items() if k.lower() == "content-type")
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
-    )
-    return {part.get_param("name", header="content-disposition"): part.get_content() for part in message.iter_parts()}
-
-
-def _logs(log_file: Path) -> str:
-    return log_file.read_text(errors="replace")[-8000:] if log_file.is_file() else "(no server log)"
 
 
 @pytest.fixture
@@ -89,51 +47,8 @@ def server(tmp_path, tiny_dataset, trained_label_bundle):
     studies.mkdir()
     for name in ("test_0.nii.gz", "test_1.nii.gz"):
         shutil.copy(tiny_dataset / name, studies / name)
-    port = _free_port()
-    log_file = tmp_path / "server.log"
-    cmd = _monailabel_command() + ["start_server", "--app", str(APP_DIR), "--studies", str(studies)]
-    cmd += ["--conf", "models", "bigan", "--conf", "bundle_root", str(trained_label_bundle)]
-    cmd += ["--host", "127.0.0.1", "--port", str(port)]
-    env = dict(os.environ)
-    env.update(
-        {
-            "MONAILABEL_PYEXE": sys.executable,
-            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p),
-            "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false",
-            "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
-            "MONAI_LABEL_TRACKING_ENABLED": "false",
-            "MONAI_LABEL_SESSION_PATH": str(tmp_path / "sessions"),
-        }
-    )
-    with open(log_file, "wb") as log:
-        proc = subprocess.Popen(
-            cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{_logs(log_file)}")
-            try:
-                status, _, _ = _request(f"{base}/info/", timeout=5)
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server did not answer /info/ within {START_TIMEOUT_S} s:\n{_logs(log_file)}")
-            time.sleep(1)
+    with label_server(tmp_path, str(studies), trained_label_bundle) as (base, log_file):
         yield base, studies, log_file
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
 
 
 def test_server_serves_mask_heatmap_and_scores(server):

@@ -31,7 +31,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_bigan.data.batch import InferenceBatch
 from monai_bigan.data.guarded import ERROR_KEY, SOURCE_KEY
-from monai_bigan.data.outputs import output_stem
+from monai_bigan.data.outputs import output_stem, source_key
 from monai_bigan.io.atomic import atomic_write_text
 from monai_bigan.utils.enums import AnomalyKeys
 
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["AnomalyReportHandler", "REPORT_COLUMNS"]
+__all__ = ["AnomalyReportHandler", "REPORT_COLUMNS", "SOURCE_COLUMNS"]
 
 #: columns of the report; ``output`` is the stem of the input's output files (``<output>_heatmap.nii.gz``, ...)
 REPORT_COLUMNS = (
@@ -57,6 +57,9 @@ REPORT_COLUMNS = (
     "status",
     "message",
 )
+#: columns added after ``input`` when the batch's inputs carry them: the UIDs of series fetched from a DICOMweb server
+#: (``monai_bigan.data.dicomweb_datalist``), so that a row names its study and series, not only its cached copy
+SOURCE_COLUMNS = ("study", "series")
 
 
 def _scalar(value: Any) -> Any:
@@ -133,6 +136,7 @@ class AnomalyReportHandler:
         self.heatmap_key = heatmap_key
         self.rows: list[dict[str, Any]] = []
         self.num_scored = 0
+        self._fields_by_source: dict[str, dict[str, Any]] | None = None
         self.logger = logging.getLogger(__name__)
 
     @property
@@ -161,11 +165,24 @@ class AnomalyReportHandler:
             return self.batch.stem(source) if source in self.batch.names else ""
         return output_stem(source) if not source.startswith("<") else ""
 
+    def _source_fields(self, source: str) -> dict[str, Any]:
+        """The :py:data:`SOURCE_COLUMNS` that the batch's item of ``source`` carries."""
+        if self.batch is None:
+            return {}
+        if self._fields_by_source is None:
+            image_key = self.batch.image_key
+            self._fields_by_source = {
+                source_key(item[image_key]): {k: item[k] for k in SOURCE_COLUMNS if item.get(k)}
+                for item in self.batch.inputs
+            }
+        return dict(self._fields_by_source.get(source_key(source), {}))
+
     def iteration_completed(self, engine: Engine) -> None:
         outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
         for item in outputs:
             row: dict[str, Any] = dict.fromkeys(REPORT_COLUMNS, "")
             row["input"] = _source(item, self.image_key)
+            row.update(self._source_fields(row["input"]))
             row["output"] = self._output(row["input"])
             if ERROR_KEY in item:
                 row.update(status="error", message=str(item[ERROR_KEY]))
@@ -192,6 +209,7 @@ class AnomalyReportHandler:
         for source, record in zip(self.batch.names.sources, self.batch.records()):
             row: dict[str, Any] = dict.fromkeys(REPORT_COLUMNS, "")
             if record is None:
+                row.update(self._source_fields(source))
                 row.update(
                     input=source,
                     output=self.batch.stem(source),
@@ -226,7 +244,9 @@ class AnomalyReportHandler:
     def write_report(self, rows: Sequence[dict[str, Any]]) -> None:
         """Write ``rows`` as ``<name>.csv`` and ``<name>.json`` atomically."""
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=REPORT_COLUMNS, restval="", extrasaction="ignore")
+        present = [c for c in SOURCE_COLUMNS if any(row.get(c) for row in rows)]
+        columns = [REPORT_COLUMNS[0], *present, *REPORT_COLUMNS[1:]]
+        writer = csv.DictWriter(buffer, fieldnames=columns, restval="", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(self.report_file, buffer.getvalue())

@@ -37,6 +37,8 @@ from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.datastore import Datastore
 from monailabel.utils.sessions import Sessions
 
+from monai_bigan.label.dicom import DICOM_DIR_KEY
+
 __all__ = [
     "DisabledSessions",
     "check_image_id",
@@ -65,7 +67,7 @@ _SERVER_KEYS = (
     "skip_writer",
     "result_write_to_file",
     "bundle_path",
-    "bigan_dicom_dir",  # monai_bigan.label.dicom.DICOM_DIR_KEY: the request's folder of DICOM outputs
+    DICOM_DIR_KEY,  # the request's folder of DICOM outputs
 )
 #: what MONAI Label's infer endpoint adds for uploads (a label file, a session): server paths this app does not serve
 _UPLOAD_KEYS = ("label", "session")

@@ -40,6 +40,7 @@ __all__ = [
     "DICOM_DIR_KEY",
     "DicomOutputFolder",
     "dicom_output_summary",
+    "kind_of",
     "new_request_folder",
     "remove_request_folder",
     "route_dicom_seg",

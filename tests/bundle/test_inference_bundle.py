@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -89,6 +90,21 @@ def test_scores_test_split_with_all_outputs(trained_bundle, tiny_dataset, tmp_pa
         assert 0 <= int(row["worst_slice"]) < source.shape[2]
 
 
+def _ct_series(series: Path, num_slices: int = 6) -> Path:
+    """A DICOM series folder of ``num_slices`` copies of pydicom's CT_small.dcm, 5 mm apart."""
+    series.mkdir()
+    template = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    series_uid = generate_uid()
+    for i in range(num_slices):
+        ds = copy.deepcopy(template)
+        ds.InstanceNumber = i + 1
+        ds.ImagePositionPatient = [float(v) for v in template.ImagePositionPatient[:2]] + [float(i) * 5.0]
+        ds.SOPInstanceUID = generate_uid()
+        ds.SeriesInstanceUID = series_uid
+        ds.save_as(series / f"slice_{i:02d}.dcm")
+    return series
+
+
 def test_oblique_nifti_and_dicom_series_keep_their_geometry(trained_bundle, tiny_dataset, tmp_path):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -100,18 +116,7 @@ def test_oblique_nifti_and_dicom_series_keep_their_geometry(trained_bundle, tiny
     affine[:3, :3] = rotation @ np.diag([1.5, 2.0, 3.0])
     affine[:3, 3] = [-20.0, 15.0, 7.0]
     nib.save(nib.Nifti1Image(volume, affine), inputs / "oblique.nii.gz")
-    # a DICOM series folder made from pydicom's CT_small.dcm
-    series = inputs / "ct_series"
-    series.mkdir()
-    template = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    series_uid = generate_uid()
-    for i in range(6):
-        ds = copy.deepcopy(template)
-        ds.InstanceNumber = i + 1
-        ds.ImagePositionPatient = [float(v) for v in template.ImagePositionPatient[:2]] + [float(i) * 5.0]
-        ds.SOPInstanceUID = generate_uid()
-        ds.SeriesInstanceUID = series_uid
-        ds.save_as(series / f"slice_{i:02d}.dcm")
+    series = _ct_series(inputs / "ct_series")  # a DICOM series folder made from pydicom's CT_small.dcm
     out = tmp_path / "out"
     _, run = _infer(trained_bundle, inputs, out)
     run()
@@ -220,17 +225,7 @@ def test_dicom_outputs_for_dicom_series_and_on_request_for_nifti(trained_bundle,
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     shutil.copy(tiny_dataset / "test_1.nii.gz", inputs / "scan.nii.gz")
-    series = inputs / "ct_series"
-    series.mkdir()
-    template = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    series_uid = generate_uid()
-    for i in range(6):
-        ds = copy.deepcopy(template)
-        ds.InstanceNumber = i + 1
-        ds.ImagePositionPatient = [float(v) for v in template.ImagePositionPatient[:2]] + [float(i) * 5.0]
-        ds.SOPInstanceUID = generate_uid()
-        ds.SeriesInstanceUID = series_uid
-        ds.save_as(series / f"slice_{i:02d}.dcm")
+    series = _ct_series(inputs / "ct_series")
     out = tmp_path / "auto"
     _, run = _infer(trained_bundle, inputs, out)
     run()

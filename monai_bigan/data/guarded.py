@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from monai.data import Dataset
 from monai.transforms import apply_transform
 
-__all__ = ["GuardedDataset", "describe_error", "ERROR_KEY", "SOURCE_KEY"]
+__all__ = ["GuardedDataset", "describe_error", "item_source", "ERROR_KEY", "SOURCE_KEY"]
 
 ERROR_KEY = "error"
 SOURCE_KEY = "source"
@@ -37,6 +37,17 @@ def describe_error(exc: BaseException, source: str) -> str:
     if type(root).__name__ not in ("InvalidImageError", "ValueError", "RuntimeError"):
         message = f"{type(root).__name__}: {message}"
     return message if source in message else f"{source}: {message}"
+
+
+def item_source(item: dict, image_key: str = "image") -> str:
+    """
+    The input path of an engine output item: the ``source`` of an error item, else the ``filename_or_obj`` of its
+    image's metadata (how the report names an input's row, and how the handlers that act per input find it).
+    """
+    if SOURCE_KEY in item:
+        return str(item[SOURCE_KEY])
+    meta = getattr(item.get(image_key), "meta", None) or {}
+    return str(meta.get("filename_or_obj", "<unknown input>"))
 
 
 class GuardedDataset(Dataset):

@@ -30,7 +30,7 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_bigan.data.batch import InferenceBatch
-from monai_bigan.data.guarded import ERROR_KEY, SOURCE_KEY
+from monai_bigan.data.guarded import ERROR_KEY, item_source
 from monai_bigan.data.outputs import output_stem, source_key
 from monai_bigan.io.atomic import atomic_write_text
 from monai_bigan.utils.enums import AnomalyKeys
@@ -68,13 +68,6 @@ def _scalar(value: Any) -> Any:
     elif isinstance(value, np.ndarray):
         value = value.reshape(-1)[0].item()
     return value
-
-
-def _source(item: dict, image_key: str) -> str:
-    if SOURCE_KEY in item:
-        return str(item[SOURCE_KEY])
-    meta = getattr(item.get(image_key), "meta", None) or {}
-    return str(meta.get("filename_or_obj", "<unknown input>"))
 
 
 def worst_axial_slice(heatmap: torch.Tensor) -> int:
@@ -181,7 +174,7 @@ class AnomalyReportHandler:
         outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
         for item in outputs:
             row: dict[str, Any] = dict.fromkeys(REPORT_COLUMNS, "")
-            row["input"] = _source(item, self.image_key)
+            row["input"] = item_source(item, self.image_key)
             row.update(self._source_fields(row["input"]))
             row["output"] = self._output(row["input"])
             if ERROR_KEY in item:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_bigan.data.guarded import ERROR_KEY, SOURCE_KEY
+from monai_bigan.data.guarded import ERROR_KEY, SOURCE_KEY, item_source
 from monai_bigan.utils.bundle import as_bool
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -29,14 +29,6 @@ else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
 __all__ = ["StowHandler"]
-
-
-def _source(item: dict, image_key: str) -> str:
-    """The input path of an output item, as :py:class:`monai_bigan.handlers.AnomalyReportHandler` names its row."""
-    if SOURCE_KEY in item:
-        return str(item[SOURCE_KEY])
-    meta = getattr(item.get(image_key), "meta", None) or {}
-    return str(meta.get("filename_or_obj", "<unknown input>"))
 
 
 class StowHandler:
@@ -98,7 +90,7 @@ class StowHandler:
         for item in outputs:
             if not isinstance(item, dict) or ERROR_KEY in item:
                 continue
-            source = _source(item, self.image_key)
+            source = item_source(item, self.image_key)
             paths = item.get(self.outputs_key)
             try:
                 if not paths:

@@ -29,7 +29,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from monai_bigan.data import GuardedDataset, list_images, preflight_check
-from monai_bigan.data.guarded import ERROR_KEY, SOURCE_KEY
+from monai_bigan.data.guarded import ERROR_KEY, SOURCE_KEY, item_source
 from monai_bigan.transforms import CheckImaged, CheckInputd
 
 
@@ -149,3 +149,17 @@ def test_training_preflight_names_every_hostile_input(batch):
     message = str(info.value)
     assert message.startswith(f"{len(hostile)} of {len(hostile) + 2} input file(s) cannot be used for training")
     assert all(words in message for words in hostile.values()), message
+
+
+def test_an_item_its_datalist_could_not_fetch_is_reported_not_loaded(tmp_path):
+    from monai.data import MetaTensor
+
+    def never(_):
+        raise AssertionError("an input whose datalist already failed must not be loaded")
+
+    item = {"image": str(tmp_path / "1.2.3.999"), ERROR_KEY: "series 1.2.3.999: not found on the server"}
+    reported = GuardedDataset([item], transform=never)[0]
+    assert reported == {ERROR_KEY: item[ERROR_KEY], SOURCE_KEY: item["image"]}
+    # handlers name an item's input the same way, error item or scored image
+    assert item_source(reported) == item["image"]
+    assert item_source({"image": MetaTensor([0.0], meta={"filename_or_obj": "/d/a.nii.gz"})}) == "/d/a.nii.gz"
